@@ -186,7 +186,7 @@ def _learning_rate(learning_rate: Any, count: Array) -> Array:
     return learning_rate(count) if callable(learning_rate) else learning_rate
 
 
-def _proximal_updates(
+def proximal_updates(
     moves: optax.Updates,
     params: optax.Params,
     steps: Any,
@@ -195,13 +195,17 @@ def _proximal_updates(
 ) -> optax.Updates:
     """Updates ``prox(p + u, step) - p`` on masked leaves and ``u`` elsewhere.
 
-    ``moves`` holds the plain updates ``u``; ``steps`` the prox step sizes,
-    either one scalar for all leaves or a tree shaped like params (the
-    per-coordinate steps of a preconditioned method). Arithmetic runs in
-    float32 or wider; results have the param's dtype.
+    ``moves`` holds the plain updates ``u``. ``steps`` is what ``prox``
+    receives besides the point: one value for all leaves, a tree shaped like
+    params (e.g. per-coordinate steps of a preconditioned method), or a list
+    with one entry per leaf (any object, e.g. a tuple of per-tensor
+    parameters). Arithmetic runs in float32 or wider; results have the
+    param's dtype. ``prox=None`` returns the moves (in the params' dtypes).
     """
     treedef = jax.tree.structure(params)
-    if jax.tree.structure(steps) == treedef:
+    if isinstance(steps, list) and len(steps) == treedef.num_leaves:
+        step_leaves = steps
+    elif jax.tree.structure(steps) == treedef:
         step_leaves = treedef.flatten_up_to(steps)
     else:  # one step for every leaf
         step_leaves = [steps] * treedef.num_leaves
@@ -260,8 +264,8 @@ def proximal_gradient(
         del extra_args
         check_params(updates, params, where)
         lr = _learning_rate(learning_rate, state.count)
-        moves = jax.tree.map(lambda g: -lr * _f32(g), updates)
-        out = _proximal_updates(moves, params, lr, resolve_mask(mask, params, where), prox_fn)
+        moves = jax.tree.map(lambda g: -lr * as_compute_dtype(g), updates)
+        out = proximal_updates(moves, params, lr, resolve_mask(mask, params, where), prox_fn)
         return out, ProximalGradientState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -300,7 +304,7 @@ def prox_step(
         del extra_args
         check_params(updates, params, where)
         lr = _learning_rate(learning_rate, state.count)
-        out = _proximal_updates(updates, params, lr, resolve_mask(mask, params, where), prox_fn)
+        out = proximal_updates(updates, params, lr, resolve_mask(mask, params, where), prox_fn)
         return out, ProxStepState(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -310,14 +314,14 @@ def _zeros_like_f(params: optax.Params) -> optax.Updates:
     return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
 
 
-def _f32(x: Array) -> Array:
+def as_compute_dtype(x: Array) -> Array:
     """x in float32, or wider if it already is."""
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
-def _moment(new: Array, old: Array, decay: float, power: int) -> Array:
+def ema_moment(new: Array, old: Array, decay: float, power: int) -> Array:
     """Exponential moving average of g**power in float32, stored in old's dtype."""
-    return (decay * _f32(old) + (1.0 - decay) * _f32(new) ** power).astype(old.dtype)
+    return (decay * as_compute_dtype(old) + (1.0 - decay) * as_compute_dtype(new) ** power).astype(old.dtype)
 
 
 def _check_decay(name: str, value: float, where: str) -> None:
@@ -374,16 +378,16 @@ def prox_adam(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         check_params(updates, params, where)
-        mu = jax.tree.map(lambda g, m: _moment(g, m, b1, 1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: _moment(g, v, b2, 2), updates, state.nu)
+        mu = jax.tree.map(lambda g, m: ema_moment(g, m, b1, 1), updates, state.mu)
+        nu = jax.tree.map(lambda g, v: ema_moment(g, v, b2, 2), updates, state.nu)
         count = optax.safe_increment(state.count)
         t = count.astype(jnp.float32)
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
-        denom = jax.tree.map(lambda v: jnp.sqrt(_f32(v) / c2) + eps, nu)
+        denom = jax.tree.map(lambda v: jnp.sqrt(as_compute_dtype(v) / c2) + eps, nu)
         lr = _learning_rate(learning_rate, state.count)
-        moves = jax.tree.map(lambda m, d: -lr * (_f32(m) / c1) / d, mu, denom)
+        moves = jax.tree.map(lambda m, d: -lr * (as_compute_dtype(m) / c1) / d, mu, denom)
         steps = jax.tree.map(lambda d: lr / d, denom)
-        out = _proximal_updates(moves, params, steps, resolve_mask(mask, params, where), prox_fn)
+        out = proximal_updates(moves, params, steps, resolve_mask(mask, params, where), prox_fn)
         return out, ProxAdamState(count=count, mu=mu, nu=nu)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -427,12 +431,12 @@ def prox_rmsprop(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         check_params(updates, params, where)
-        nu = jax.tree.map(lambda g, v: _moment(g, v, decay, 2), updates, state.nu)
-        denom = jax.tree.map(lambda v: jnp.sqrt(_f32(v)) + eps, nu)
+        nu = jax.tree.map(lambda g, v: ema_moment(g, v, decay, 2), updates, state.nu)
+        denom = jax.tree.map(lambda v: jnp.sqrt(as_compute_dtype(v)) + eps, nu)
         lr = _learning_rate(learning_rate, state.count)
-        moves = jax.tree.map(lambda g, d: -lr * _f32(g) / d, updates, denom)
+        moves = jax.tree.map(lambda g, d: -lr * as_compute_dtype(g) / d, updates, denom)
         steps = jax.tree.map(lambda d: lr / d, denom)
-        out = _proximal_updates(moves, params, steps, resolve_mask(mask, params, where), prox_fn)
+        out = proximal_updates(moves, params, steps, resolve_mask(mask, params, where), prox_fn)
         return out, ProxRMSPropState(count=optax.safe_increment(state.count), nu=nu)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

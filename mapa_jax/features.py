@@ -1,0 +1,203 @@
+"""Per-tensor trajectory features over a window of k steps (paper Eq. 6).
+
+The meta-learner never sees whole tensors. Each step reduces every tensor to a
+few statistics (:func:`tensor_statistics`, one fused pass over gradient and
+parameter), keeps the last k steps of those statistics in a small ring of shape
+``(k, n_tensors, HISTORY_SIZE)`` and turns them into scale-free features
+(:func:`trajectory_features`): clipped log-magnitudes, their deviation and slope
+over the window, the gradient/parameter alignment, the fraction of weights under
+the current threshold, loss features relative to the loss's own recent scale,
+and a step-count embedding. Without a loss (``value=None``) the loss features
+are zero and a flag says so.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+__all__ = [
+    "FEATURE_NAMES",
+    "NUM_FEATURES",
+    "HISTORY_SIZE",
+    "tensor_statistics",
+    "log_rms",
+    "trajectory_features",
+    "push",
+]
+
+# Per-tensor statistics kept over the window, in this column order.
+HISTORY = ("log_rms_grad", "log_rms_param", "log_eta")
+HISTORY_SIZE = len(HISTORY)
+
+FEATURE_NAMES = (
+    "log_rms_grad",  # clipped log RMS of the gradient, / 10
+    "log_rms_param",  # clipped log RMS of the parameter, / 10
+    "grad_vs_window",  # log RMS grad minus its window mean
+    "param_vs_window",  # log RMS param minus its window mean, x 10
+    "grad_slope",  # slope of log RMS grad over the window, x k
+    "grad_param_cos",  # cosine between gradient and parameter
+    "frac_below_tau",  # fraction of |p| below the previous tau
+    "log_eta",  # log(previous eta / eta_max) / 5
+    "log_lam",  # log(previous lam) / 10
+    "tau_frac",  # previous tau / tau_max
+    "has_loss",  # 1 if value= was given
+    "loss_vs_window",  # (loss - window mean) / window scale
+    "loss_slope",  # slope of the loss over the window / window scale, x k
+    "loss_vs_first",  # (loss - first loss) / |first loss|
+    "log_step",  # log1p(step) / log1p(1000)
+    "window_fill",  # min(step, k) / k
+    "prox_mask",  # 1 if the prox applies to this tensor
+    "log_size",  # log1p(number of elements) / 15
+)
+NUM_FEATURES = len(FEATURE_NAMES)
+
+_TINY = 1e-30
+_LOG_CLIP = (-30.0, 10.0)
+_DEV_CLIP = 5.0
+
+
+def tensor_statistics(g: Array, p: Array, tau: Array) -> Array:
+    """Sums over one tensor, in one pass: ``[sum g^2, sum p^2, sum g p, #(|p| < tau)]``.
+
+    Computed in float32 (or wider). A non-finite gradient makes ``sum g^2``
+    non-finite, which is how the transform detects bad steps without another
+    pass over the gradients.
+    """
+    ct = jnp.promote_types(p.dtype, jnp.float32)
+    g = g.astype(ct)
+    p = p.astype(ct)
+    return jnp.stack(
+        [
+            jnp.sum(g * g),
+            jnp.sum(p * p),
+            jnp.sum(g * p),
+            jnp.sum((jnp.abs(p) < tau).astype(ct)),
+        ]
+    ).astype(jnp.float32)
+
+
+def log_rms(sum_sq: Array, size: Array) -> Array:
+    """Clipped ``log(sqrt(sum_sq / size))``; finite for zero tensors."""
+    return jnp.clip(0.5 * jnp.log(sum_sq / size + _TINY), *_LOG_CLIP)
+
+
+def push(ring: Array, row: Array) -> Array:
+    """Appends ``row`` as the newest entry of a ring whose last row is newest."""
+    return jnp.concatenate([ring[1:], row[None]], axis=0)
+
+
+def _window_mask(count: Array, k: int) -> Array:
+    """Valid rows of a ring after ``count`` pushes (the newest ``min(count, k)``)."""
+    return jnp.arange(k) >= k - jnp.minimum(count, k)
+
+
+def _masked_mean(x: Array, w: Array, axis: int = 0) -> Array:
+    w = jnp.expand_dims(w, tuple(range(1, x.ndim))) if x.ndim > 1 else w
+    return jnp.sum(x * w, axis=axis) / jnp.maximum(jnp.sum(w, axis=0), 1.0)
+
+
+def _masked_slope(x: Array, w: Array) -> Array:
+    """Least-squares slope of ``x`` (rows are steps) over the valid rows."""
+    t = jnp.arange(x.shape[0], dtype=x.dtype)
+    t_mean = _masked_mean(t, w)
+    x_mean = _masked_mean(x, w)
+    wt = (t - t_mean) * w
+    wt = jnp.expand_dims(wt, tuple(range(1, x.ndim))) if x.ndim > 1 else wt
+    num = jnp.sum(wt * (x - x_mean), axis=0)
+    den = jnp.sum(w * (t - t_mean) ** 2)
+    return num / jnp.maximum(den, 1e-12)
+
+
+def trajectory_features(
+    *,
+    stats: Array,
+    sizes: Array,
+    history: Array,
+    loss_history: Array,
+    loss_first: Array,
+    count: Array,
+    loss: Array | None,
+    prev_eta: Array,
+    prev_lam: Array,
+    prev_tau: Array,
+    prox_mask: Array,
+    eta_max: float,
+    tau_max: float,
+) -> tuple[Array, Array, Array]:
+    """Features for the LSTM, and the updated rings.
+
+    Args:
+      stats: ``(n, 4)`` from :func:`tensor_statistics` for each tensor.
+      sizes: ``(n,)`` number of elements of each tensor.
+      history: ``(k, n, HISTORY_SIZE)`` ring of past per-tensor statistics
+        (newest last), before this step.
+      loss_history: ``(k,)`` ring of past losses, before this step.
+      loss_first: the first loss seen (0 before any).
+      count: number of finite steps taken before this one.
+      loss: this step's loss, or None.
+      prev_eta, prev_lam, prev_tau: ``(n,)`` the meta-learner's last outputs.
+      prox_mask: ``(n,)`` 1.0 where the prox applies.
+      eta_max, tau_max: the output bounds (to normalize the previous outputs).
+
+    Returns:
+      ``(features (n, NUM_FEATURES), history with this step's row pushed
+      (log RMS grad and param, log of the eta in force before this step),
+      loss_history with this loss pushed (unchanged without a loss))``.
+    """
+    k, n = history.shape[0], history.shape[1]
+    sizes = sizes.astype(jnp.float32)
+    lg = log_rms(stats[:, 0], sizes)
+    lp = log_rms(stats[:, 1], sizes)
+    cos = stats[:, 2] / jnp.sqrt(stats[:, 0] * stats[:, 1] + _TINY)
+    row = jnp.stack([lg, lp, jnp.log(prev_eta + _TINY)], axis=-1)
+    history = push(history, row)
+    valid = _window_mask(count + 1, k).astype(jnp.float32)
+    mean = _masked_mean(history, valid)  # (n, HISTORY_SIZE)
+    grad_slope = _masked_slope(history[:, :, 0], valid)
+
+    step = count.astype(jnp.float32)
+    common = [
+        jnp.log1p(step) / jnp.log1p(1000.0),
+        jnp.minimum(step + 1.0, k) / k,
+    ]
+    if loss is None:
+        loss_feats = [jnp.zeros(()), jnp.zeros(()), jnp.zeros(()), jnp.zeros(())]
+    else:
+        loss = jnp.asarray(loss, jnp.float32)
+        loss_history = push(loss_history, loss)
+        first = first_loss(loss_first, count, loss)
+        lmean = _masked_mean(loss_history, valid)
+        lvar = _masked_mean((loss_history - lmean) ** 2, valid)
+        scale = jnp.sqrt(lvar) + 1e-3 * jnp.abs(lmean) + 1e-12
+        loss_feats = [
+            jnp.ones(()),
+            jnp.clip((loss - lmean) / scale, -_DEV_CLIP, _DEV_CLIP),
+            jnp.clip(_masked_slope(loss_history, valid) * k / scale, -_DEV_CLIP, _DEV_CLIP),
+            jnp.clip((loss - first) / (jnp.abs(first) + 1e-12), -_DEV_CLIP, _DEV_CLIP),
+        ]
+    per_tensor = [
+        lg / 10.0,
+        lp / 10.0,
+        jnp.clip(lg - mean[:, 0], -_DEV_CLIP, _DEV_CLIP),
+        jnp.clip(10.0 * (lp - mean[:, 1]), -_DEV_CLIP, _DEV_CLIP),
+        jnp.clip(grad_slope * k, -_DEV_CLIP, _DEV_CLIP),
+        jnp.clip(cos, -1.0, 1.0),
+        stats[:, 3] / sizes,
+        jnp.clip(jnp.log(prev_eta / eta_max + _TINY), -25.0, 0.0) / 5.0,
+        jnp.clip(jnp.log(prev_lam + _TINY), -30.0, 10.0) / 10.0,
+        prev_tau / tau_max,
+    ]
+    broadcast = [jnp.broadcast_to(f, (n,)) for f in loss_feats + common]
+    statics = [prox_mask.astype(jnp.float32), jnp.log1p(sizes) / 15.0]
+    feats = jnp.stack(per_tensor + broadcast + statics, axis=-1)
+    return feats, history, loss_history
+
+
+def first_loss(loss_first: Array, count: Array, loss: Array | None) -> Array:
+    """The first loss seen: this one if no step was taken yet."""
+    if loss is None:
+        return loss_first
+    return jnp.where(count == 0, jnp.asarray(loss, jnp.float32), loss_first)

@@ -1,0 +1,305 @@
+"""MAPA as an optax transform: ``mapa(meta_params, config) -> GradientTransformationExtraArgs``.
+
+One update, top to bottom (see :func:`mapa`):
+
+    grads, params, loss
+      -> per-tensor statistics (one pass over g and p) and windowed features
+      -> one LSTM step per tensor, FiLM-conditioned on the architecture
+      -> (eta, lambda, tau) per tensor (Eq. 21-23)
+      -> direction: g (Eq. 14) or Adam's m_hat / d
+      -> z = p - eta * direction; p_new = prox(z) on masked tensors
+      -> updates p_new - p
+
+The architecture graph, its GNN embedding and the FiLM coefficients are
+computed once, in ``init``; the state stores the coefficients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import optax
+
+from mapa_jax import architecture, features, networks
+from mapa_jax import prox as prox_lib
+from mapa_jax.config import MetaLearnerConfig
+from mapa_jax.transforms import (
+    MaskOrFn,
+    as_compute_dtype,
+    check_params,
+    ema_moment,
+    proximal_updates,
+    resolve_mask,
+)
+
+Array = jax.Array
+
+__all__ = [
+    "MapaState",
+    "mapa",
+    "init_meta_params",
+    "check_meta_params",
+    "proximal_parameters",
+]
+
+
+class MapaState(NamedTuple):
+    """State of :func:`mapa`; arrays only (safe under jit, scan, checkpoint).
+
+    Attributes:
+      count: finite steps taken.
+      notfinite_count: steps skipped because gradients or loss were not finite.
+      lstm: ``(c, h)``, each ``(n_tensors, lstm_hidden)``.
+      film: ``(gamma, beta)``, each ``(n_tensors, lstm_hidden)``: the
+        architecture conditioning, computed at init.
+      history: ``(window, n_tensors, HISTORY_SIZE)`` per-tensor statistics of
+        the last steps (never copies of tensors).
+      loss_history: ``(window,)`` last losses.
+      loss_first: the first loss seen.
+      eta, lam, tau: trees shaped like params with one scalar per tensor: the
+        proximal parameters of the last step (:func:`proximal_parameters`).
+      mu, nu: Adam moments for ``direction="adam"``; empty tuples otherwise.
+    """
+
+    count: Array
+    notfinite_count: Array
+    lstm: tuple[Array, Array]
+    film: tuple[Array, Array]
+    history: Array
+    loss_history: Array
+    loss_first: Array
+    eta: Any
+    lam: Any
+    tau: Any
+    mu: Any
+    nu: Any
+
+
+def _model(config: MetaLearnerConfig) -> networks.MetaLearner:
+    return networks.MetaLearner(config)
+
+
+def init_meta_params(key: Array, config: MetaLearnerConfig = MetaLearnerConfig()) -> Any:
+    """Random meta-learner parameters for ``config`` (a pytree of float32 arrays)."""
+    if not isinstance(config, MetaLearnerConfig):
+        raise TypeError(f"init_meta_params: config must be a MetaLearnerConfig, got {type(config).__name__}.")
+    inputs = networks.dummy_inputs(architecture.num_node_features(), architecture.num_edge_features())
+    return _model(config).init(key, *inputs)
+
+
+def check_meta_params(meta_params: Any, config: MetaLearnerConfig) -> None:
+    """Raises ValueError, naming the first mismatch, if meta_params were not built for config."""
+    expected = jax.eval_shape(lambda: init_meta_params(jax.random.key(0), config))
+    exp_def, got_def = jax.tree.structure(expected), jax.tree.structure(meta_params)
+    if exp_def != got_def:
+        exp_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(expected)}
+        got_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(meta_params)}
+        missing, extra = sorted(exp_paths - got_paths), sorted(got_paths - exp_paths)
+        raise ValueError(
+            "meta_params do not match the config (were they built for another config?): "
+            f"missing {missing[:5]}, unexpected {extra[:5]}."
+        )
+    for (path, e), g in zip(jax.tree_util.tree_leaves_with_path(expected), jax.tree.leaves(meta_params)):
+        if jnp.shape(g) != e.shape:
+            raise ValueError(
+                f"meta_params{jax.tree_util.keystr(path)} has shape {jnp.shape(g)} but the config "
+                f"needs {e.shape} (were they built for another config?)."
+            )
+
+
+def _operator(config: MetaLearnerConfig):
+    """The prox(z, (step, lam, tau)) of config.operator; None for "none"."""
+    op = config.operator
+    if op == "none":
+        return None
+    if op == "paper":
+        return lambda z, a: prox_lib.smoothed_shrinkage(z, a[2], a[1])
+    if op == "huber":
+        return lambda z, a: prox_lib.huber_shrinkage(z, a[2], a[1], eta=a[0])
+    if op == "soft_threshold":
+        return lambda z, a: prox_lib.soft_threshold(z, a[0] * a[1])
+    return lambda z, a: prox_lib.elastic_net(z, a[0] * a[1], a[0] * a[2])  # elastic_net
+
+
+def proximal_parameters(state: MapaState) -> dict[str, Any]:
+    """The last step's ``{"eta": tree, "lam": tree, "tau": tree}``, one scalar per tensor."""
+    if not isinstance(state, MapaState):
+        found = _find_mapa_state(state)
+        if found is None:
+            raise TypeError(f"proximal_parameters: no MapaState in {type(state).__name__}.")
+        state = found
+    return {"eta": state.eta, "lam": state.lam, "tau": state.tau}
+
+
+def _find_mapa_state(state: Any) -> Optional[MapaState]:
+    """The MapaState inside a chain / masked / MultiSteps state, if any."""
+    for node in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, MapaState)):
+        if isinstance(node, MapaState):
+            return node
+    return None
+
+
+def mapa(
+    meta_params: Any,
+    config: MetaLearnerConfig = MetaLearnerConfig(),
+    graph: Optional[jraph.GraphsTuple] = None,
+    *,
+    mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The MAPA optimizer: a meta-learned proximal update (paper Eq. 7, 14).
+
+    .. math:: p_{t+1} = \\mathrm{prox}_{\\eta_t h_{\\lambda_t,\\tau_t}}(p_t - \\eta_t d_t)
+
+    with ``(eta, lam, tau)`` emitted per tensor and per step by the meta-learner
+    from the recent trajectory and the architecture, ``d_t`` the gradient
+    (``direction="sgd"``) or Adam's preconditioned direction (``"adam"``, where
+    the prox step is ``eta / (sqrt(v_hat) + eps)`` per coordinate).
+
+    Args:
+      meta_params: meta-learner parameters (:func:`init_meta_params`, a
+        checkpoint, or ``load_pretrained``). May be traced (meta-training
+        differentiates through this transform).
+      config: the :class:`MetaLearnerConfig` the meta_params were built for.
+      graph: the architecture graph (``mj.architecture_graph(apply_fn, params,
+        *inputs)`` for the traced graph with skips and activations). None:
+        derived from the params tree at ``init``.
+      mask: which tensors get the prox (as in :func:`mapa_jax.proximal_gradient`);
+        default: tensors with ``ndim >= 2``. Unmasked tensors take ``-eta * d``.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``. ``update(grads, state,
+      params, *, value=None)`` needs params; ``value`` (the loss) feeds the loss
+      features, which are masked without it. A step whose gradients or loss are
+      not finite gives a zero update, leaves the state as it was and counts in
+      ``state.notfinite_count``.
+    """
+    if not isinstance(config, MetaLearnerConfig):
+        raise TypeError(f"mapa: config must be a MetaLearnerConfig, got {type(config).__name__}.")
+    check_meta_params(meta_params, config)
+    model = _model(config)
+    operator = _operator(config)
+    k = config.window
+    adam = config.direction == "adam"
+
+    def init_fn(params: optax.Params) -> MapaState:
+        leaves = jax.tree.leaves(params)
+        if not leaves:
+            raise ValueError("mapa: params has no arrays.")
+        check_params(params, params, "mapa")
+        g = architecture.architecture_graph(params) if graph is None else graph
+        if not isinstance(g, jraph.GraphsTuple):
+            raise TypeError(f"mapa: graph must be a jraph.GraphsTuple, got {type(g).__name__}.")
+        if not isinstance(g.nodes, jax.core.Tracer):
+            architecture.check_graph_matches_params(g, params)
+        leaf_nodes = jnp.asarray(architecture.module_index(params), jnp.int32)
+        prox_mask = resolve_mask(mask, params, "mapa")
+        static = networks.static_features([jnp.shape(x) for x in leaves], prox_mask)
+        gamma, beta = model.apply(meta_params, g, leaf_nodes, static, method="condition")
+        n = len(leaves)
+        zeros = jnp.zeros((n, config.lstm_hidden), jnp.float32)
+        # Before any step the outputs are the heads' response to a zero LSTM state.
+        raw = model.apply(meta_params, beta, method=lambda m, h: m.heads(h))
+        eta, lam, tau = networks.heads_to_params(raw, config)
+        treedef = jax.tree.structure(params)
+        moments = (
+            jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
+            if adam
+            else ()
+        )
+        return MapaState(
+            count=jnp.zeros([], jnp.int32),
+            notfinite_count=jnp.zeros([], jnp.int32),
+            lstm=(zeros, zeros),
+            film=(gamma, beta),
+            history=jnp.zeros((k, n, features.HISTORY_SIZE), jnp.float32),
+            loss_history=jnp.zeros((k,), jnp.float32),
+            loss_first=jnp.zeros([], jnp.float32),
+            eta=treedef.unflatten(list(eta)),
+            lam=treedef.unflatten(list(lam)),
+            tau=treedef.unflatten(list(tau)),
+            mu=moments,
+            nu=jax.tree.map(jnp.copy, moments),
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        del extra_args
+        check_params(updates, params, "mapa")
+        treedef = jax.tree.structure(params)
+        g_leaves = treedef.flatten_up_to(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        prox_mask = resolve_mask(mask, params, "mapa")
+        prev_eta = jnp.stack(treedef.flatten_up_to(state.eta))
+        prev_lam = jnp.stack(treedef.flatten_up_to(state.lam))
+        prev_tau = jnp.stack(treedef.flatten_up_to(state.tau))
+
+        # 1. Per-tensor statistics: one pass over each gradient and parameter.
+        stats = jnp.stack(
+            [features.tensor_statistics(g, p, t) for g, p, t in zip(g_leaves, p_leaves, prev_tau)]
+        )
+        finite = jnp.all(jnp.isfinite(stats[:, 0]))
+        if value is not None:
+            finite = finite & jnp.isfinite(jnp.asarray(value, jnp.float32))
+
+        # 2. Features over the window, 3. LSTM step with FiLM, 4. bounded heads.
+        sizes = jnp.asarray([float(np.prod(jnp.shape(p))) for p in p_leaves], jnp.float32)
+        feats, history, loss_history = features.trajectory_features(
+            stats=stats,
+            sizes=sizes,
+            history=state.history,
+            loss_history=state.loss_history,
+            loss_first=state.loss_first,
+            count=state.count,
+            loss=value,
+            prev_eta=prev_eta,
+            prev_lam=prev_lam,
+            prev_tau=prev_tau,
+            prox_mask=jnp.asarray(prox_mask, jnp.float32),
+            eta_max=config.eta_max,
+            tau_max=config.tau_max,
+        )
+        gamma, beta = state.film
+        lstm, raw = model.apply(meta_params, state.lstm, feats, gamma, beta, method="step")
+        eta, lam, tau = networks.heads_to_params(raw, config)
+
+        # 5. Direction, 6. prox step on masked tensors.
+        if adam:
+            mu = jax.tree.map(lambda g, m: ema_moment(g, m, config.b1, 1), updates, state.mu)
+            nu = jax.tree.map(lambda g, v: ema_moment(g, v, config.b2, 2), updates, state.nu)
+            t = (state.count + 1).astype(jnp.float32)
+            c1, c2 = 1.0 - config.b1**t, 1.0 - config.b2**t
+            denom = [jnp.sqrt(as_compute_dtype(v) / c2) + config.eps for v in treedef.flatten_up_to(nu)]
+            moves = [-e * (as_compute_dtype(m) / c1) / d for e, m, d in zip(eta, treedef.flatten_up_to(mu), denom)]
+            steps = [(e / d, l, ta) for e, d, l, ta in zip(eta, denom, lam, tau)]
+        else:
+            mu, nu = state.mu, state.nu
+            moves = [-e * as_compute_dtype(g) for e, g in zip(eta, g_leaves)]
+            steps = list(zip(eta, lam, tau))
+        out = proximal_updates(treedef.unflatten(moves), params, steps, prox_mask, operator)
+
+        # 7. A non-finite step changes nothing but the counter.
+        out = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), out)
+        new_state = MapaState(
+            count=state.count + 1,
+            notfinite_count=state.notfinite_count,
+            lstm=lstm,
+            film=state.film,
+            history=history,
+            loss_history=loss_history,
+            loss_first=features.first_loss(state.loss_first, state.count, value),
+            eta=treedef.unflatten(list(eta)),
+            lam=treedef.unflatten(list(lam)),
+            tau=treedef.unflatten(list(tau)),
+            mu=mu,
+            nu=nu,
+        )
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        new_state = new_state._replace(
+            notfinite_count=state.notfinite_count + (~finite).astype(jnp.int32)
+        )
+        return out, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
