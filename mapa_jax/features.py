@@ -1,8 +1,8 @@
 """Per-tensor trajectory features over a window of k steps (paper Eq. 6).
 
 The meta-learner never sees whole tensors. Each step reduces every tensor to a
-few statistics (:func:`tensor_statistics`, one fused pass over gradient and
-parameter), keeps the last k steps of those statistics in a small ring of shape
+few statistics (:func:`tensor_statistics`: one pass over the gradient, the rest
+from a small strided subsample), keeps the last k steps of those statistics in a small ring of shape
 ``(k, n_tensors, HISTORY_SIZE)`` and turns them into scale-free features
 (:func:`trajectory_features`): clipped log-magnitudes, their deviation and slope
 over the window, the gradient/parameter alignment, the fraction of weights under
@@ -22,6 +22,7 @@ __all__ = [
     "FEATURE_NAMES",
     "NUM_FEATURES",
     "HISTORY_SIZE",
+    "STATS",
     "tensor_statistics",
     "log_rms",
     "trajectory_features",
@@ -59,29 +60,49 @@ _LOG_CLIP = (-30.0, 10.0)
 _DEV_CLIP = 5.0
 
 
-def tensor_statistics(g: Array, p: Array, tau: Array) -> Array:
-    """Sums over one tensor, in one pass: ``[sum g^2, sum p^2, sum g p, #(|p| < tau)]``.
+# Statistics other than the gradient norm come from an evenly strided subsample
+# of at most this many elements per tensor, so that the features cost one pass
+# over the gradients and nothing over the parameters (the update itself is
+# memory-bound; see benchmarks/overhead.py).
+SAMPLE_SIZE = 4096
+STATS = ("mean_sq_grad", "mean_sq_param", "mean_grad_param", "mean_sq_grad_sample", "frac_below_tau")
 
-    Computed in float32 (or wider). A non-finite gradient makes ``sum g^2``
-    non-finite, which is how the transform detects bad steps without another
-    pass over the gradients.
+
+def _sample(x: Array, n: int) -> Array:
+    flat = x.reshape(-1)
+    stride = max(1, flat.size // n)
+    return flat[::stride][:n]
+
+
+def tensor_statistics(g: Array, p: Array, tau: Array, sample_size: int = SAMPLE_SIZE) -> Array:
+    """Per-tensor statistics, laid out as :data:`STATS`.
+
+    ``mean_sq_grad`` is exact (one pass over ``g``); it is non-finite when any
+    gradient entry is, which is how the transform detects bad steps without
+    another pass. The others are means over an evenly strided subsample of at
+    most ``sample_size`` entries (all of them for small tensors): the
+    parameter's mean square, the mean of ``g * p``, the gradient's mean square
+    on the same sample (for the cosine) and the fraction of ``|p| < tau``.
+    Computed in float32 (or wider).
     """
     ct = jnp.promote_types(p.dtype, jnp.float32)
     g = g.astype(ct)
     p = p.astype(ct)
+    gs, ps = _sample(g, sample_size), _sample(p, sample_size)
     return jnp.stack(
         [
-            jnp.sum(g * g),
-            jnp.sum(p * p),
-            jnp.sum(g * p),
-            jnp.sum((jnp.abs(p) < tau).astype(ct)),
+            jnp.mean(g * g),
+            jnp.mean(ps * ps),
+            jnp.mean(gs * ps),
+            jnp.mean(gs * gs),
+            jnp.mean((jnp.abs(ps) < tau).astype(ct)),
         ]
     ).astype(jnp.float32)
 
 
-def log_rms(sum_sq: Array, size: Array) -> Array:
-    """Clipped ``log(sqrt(sum_sq / size))``; finite for zero tensors."""
-    return jnp.clip(0.5 * jnp.log(sum_sq / size + _TINY), *_LOG_CLIP)
+def log_rms(mean_sq: Array) -> Array:
+    """Clipped ``log(sqrt(mean_sq))``; finite for zero tensors."""
+    return jnp.clip(0.5 * jnp.log(mean_sq + _TINY), *_LOG_CLIP)
 
 
 def push(ring: Array, row: Array) -> Array:
@@ -130,7 +151,7 @@ def trajectory_features(
     """Features for the LSTM, and the updated rings.
 
     Args:
-      stats: ``(n, 4)`` from :func:`tensor_statistics` for each tensor.
+      stats: ``(n, len(STATS))`` from :func:`tensor_statistics` for each tensor.
       sizes: ``(n,)`` number of elements of each tensor.
       history: ``(k, n, HISTORY_SIZE)`` ring of past per-tensor statistics
         (newest last), before this step.
@@ -149,9 +170,9 @@ def trajectory_features(
     """
     k, n = history.shape[0], history.shape[1]
     sizes = sizes.astype(jnp.float32)
-    lg = log_rms(stats[:, 0], sizes)
-    lp = log_rms(stats[:, 1], sizes)
-    cos = stats[:, 2] / jnp.sqrt(stats[:, 0] * stats[:, 1] + _TINY)
+    lg = log_rms(stats[:, 0])
+    lp = log_rms(stats[:, 1])
+    cos = stats[:, 2] / jnp.sqrt(stats[:, 3] * stats[:, 1] + _TINY)
     row = jnp.stack([lg, lp, jnp.log(prev_eta + _TINY)], axis=-1)
     history = push(history, row)
     valid = _window_mask(count + 1, k).astype(jnp.float32)
@@ -171,7 +192,7 @@ def trajectory_features(
         first = first_loss(loss_first, count, loss)
         lmean = _masked_mean(loss_history, valid)
         lvar = _masked_mean((loss_history - lmean) ** 2, valid)
-        scale = jnp.sqrt(lvar) + 1e-3 * jnp.abs(lmean) + 1e-12
+        scale = jnp.sqrt(lvar + _TINY) + 1e-3 * jnp.abs(lmean) + 1e-12
         loss_feats = [
             jnp.ones(()),
             jnp.clip((loss - lmean) / scale, -_DEV_CLIP, _DEV_CLIP),
@@ -185,7 +206,7 @@ def trajectory_features(
         jnp.clip(10.0 * (lp - mean[:, 1]), -_DEV_CLIP, _DEV_CLIP),
         jnp.clip(grad_slope * k, -_DEV_CLIP, _DEV_CLIP),
         jnp.clip(cos, -1.0, 1.0),
-        stats[:, 3] / sizes,
+        stats[:, 4],
         jnp.clip(jnp.log(prev_eta / eta_max + _TINY), -25.0, 0.0) / 5.0,
         jnp.clip(jnp.log(prev_lam + _TINY), -30.0, 10.0) / 10.0,
         prev_tau / tau_max,

@@ -32,6 +32,7 @@ from mapa_jax.transforms import (
     as_compute_dtype,
     check_params,
     ema_moment,
+    preconditioner,
     proximal_updates,
     resolve_mask,
 )
@@ -213,7 +214,7 @@ def mapa(
         return MapaState(
             count=jnp.zeros([], jnp.int32),
             notfinite_count=jnp.zeros([], jnp.int32),
-            lstm=(zeros, zeros),
+            lstm=(zeros, jnp.zeros_like(zeros)),
             film=(gamma, beta),
             history=jnp.zeros((k, n, features.HISTORY_SIZE), jnp.float32),
             loss_history=jnp.zeros((k,), jnp.float32),
@@ -240,9 +241,16 @@ def mapa(
         stats = jnp.stack(
             [features.tensor_statistics(g, p, t) for g, p, t in zip(g_leaves, p_leaves, prev_tau)]
         )
-        finite = jnp.all(jnp.isfinite(stats[:, 0]))
+        # A non-finite gradient entry makes its tensor's mean square non-finite
+        # (so does one beyond ~1e19, whose square overflows float32).
+        finite = jnp.all(jnp.isfinite(stats))
         if value is not None:
-            finite = finite & jnp.isfinite(jnp.asarray(value, jnp.float32))
+            value = jnp.asarray(value, jnp.float32)
+            finite = finite & jnp.isfinite(value)
+            value = jnp.where(finite, value, 0.0)
+        # Keep everything downstream finite on a bad step (its results are
+        # discarded below, but NaNs would still poison gradients through where).
+        stats = jnp.where(finite, stats, 0.0)
 
         # 2. Features over the window, 3. LSTM step with FiLM, 4. bounded heads.
         sizes = jnp.asarray([float(np.prod(jnp.shape(p))) for p in p_leaves], jnp.float32)
@@ -271,7 +279,7 @@ def mapa(
             nu = jax.tree.map(lambda g, v: ema_moment(g, v, config.b2, 2), updates, state.nu)
             t = (state.count + 1).astype(jnp.float32)
             c1, c2 = 1.0 - config.b1**t, 1.0 - config.b2**t
-            denom = [jnp.sqrt(as_compute_dtype(v) / c2) + config.eps for v in treedef.flatten_up_to(nu)]
+            denom = [preconditioner(v, c2, config.eps) for v in treedef.flatten_up_to(nu)]
             moves = [-e * (as_compute_dtype(m) / c1) / d for e, m, d in zip(eta, treedef.flatten_up_to(mu), denom)]
             steps = [(e / d, l, ta) for e, d, l, ta in zip(eta, denom, lam, tau)]
         else:

@@ -319,6 +319,14 @@ def as_compute_dtype(x: Array) -> Array:
     return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
+def preconditioner(nu: Array, bias_correction: Any, eps: float) -> Array:
+    """``sqrt(nu / bias_correction) + eps`` in float32, with a gradient that is
+    finite where ``nu = 0`` (a coordinate whose gradients were all zero): the
+    square root's argument is floored at 1e-30, which changes values by at most
+    1e-15 and makes the derivative there zero instead of infinite."""
+    return jnp.sqrt(jnp.maximum(as_compute_dtype(nu) / bias_correction, 1e-30)) + eps
+
+
 def ema_moment(new: Array, old: Array, decay: float, power: int) -> Array:
     """Exponential moving average of g**power in float32, stored in old's dtype."""
     return (decay * as_compute_dtype(old) + (1.0 - decay) * as_compute_dtype(new) ** power).astype(old.dtype)
@@ -383,7 +391,7 @@ def prox_adam(
         count = optax.safe_increment(state.count)
         t = count.astype(jnp.float32)
         c1, c2 = 1.0 - b1**t, 1.0 - b2**t
-        denom = jax.tree.map(lambda v: jnp.sqrt(as_compute_dtype(v) / c2) + eps, nu)
+        denom = jax.tree.map(lambda v: preconditioner(v, c2, eps), nu)
         lr = _learning_rate(learning_rate, state.count)
         moves = jax.tree.map(lambda m, d: -lr * (as_compute_dtype(m) / c1) / d, mu, denom)
         steps = jax.tree.map(lambda d: lr / d, denom)
@@ -432,7 +440,7 @@ def prox_rmsprop(
         del extra_args
         check_params(updates, params, where)
         nu = jax.tree.map(lambda g, v: ema_moment(g, v, decay, 2), updates, state.nu)
-        denom = jax.tree.map(lambda v: jnp.sqrt(as_compute_dtype(v)) + eps, nu)
+        denom = jax.tree.map(lambda v: preconditioner(v, 1.0, eps), nu)
         lr = _learning_rate(learning_rate, state.count)
         moves = jax.tree.map(lambda g, d: -lr * as_compute_dtype(g) / d, updates, denom)
         steps = jax.tree.map(lambda d: lr / d, denom)
