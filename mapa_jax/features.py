@@ -1,8 +1,8 @@
 """Per-tensor trajectory features over a window of k steps (paper Eq. 6).
 
 The meta-learner never sees whole tensors. Each step reduces every tensor to a
-few statistics (:func:`tensor_statistics`: one pass over the gradient, the rest
-from a small strided subsample), keeps the last k steps of those statistics in a small ring of shape
+few statistics (:func:`tensor_statistics`: a plain sum over each gradient to detect
+non-finite steps, the rest from a small strided subsample), keeps the last k steps of those statistics in a small ring of shape
 ``(k, n_tensors, HISTORY_SIZE)`` and turns them into scale-free features
 (:func:`trajectory_features`): clipped log-magnitudes, their deviation and slope
 over the window, the gradient/parameter alignment, the fraction of weights under
@@ -30,15 +30,15 @@ __all__ = [
 ]
 
 # Per-tensor statistics kept over the window, in this column order.
-HISTORY = ("log_rms_grad", "log_rms_param", "log_eta")
+HISTORY = ("log_mean_abs_grad", "log_rms_param", "log_eta")
 HISTORY_SIZE = len(HISTORY)
 
 FEATURE_NAMES = (
-    "log_rms_grad",  # clipped log RMS of the gradient, / 10
+    "log_abs_grad",  # clipped log mean |g|, / 10
     "log_rms_param",  # clipped log RMS of the parameter, / 10
-    "grad_vs_window",  # log RMS grad minus its window mean
+    "grad_vs_window",  # log mean |g| minus its window mean
     "param_vs_window",  # log RMS param minus its window mean, x 10
-    "grad_slope",  # slope of log RMS grad over the window, x k
+    "grad_slope",  # slope of log mean |g| over the window, x k
     "grad_param_cos",  # cosine between gradient and parameter
     "frac_below_tau",  # fraction of |p| below the previous tau
     "log_eta",  # log(previous eta / eta_max) / 5
@@ -60,43 +60,62 @@ _LOG_CLIP = (-30.0, 10.0)
 _DEV_CLIP = 5.0
 
 
-# Statistics other than the gradient norm come from an evenly strided subsample
-# of at most this many elements per tensor, so that the features cost one pass
-# over the gradients and nothing over the parameters (the update itself is
-# memory-bound; see benchmarks/overhead.py).
+# Statistics come from an evenly strided subsample of at most this many
+# elements per tensor (all of them for smaller tensors). The only full pass is a
+# plain sum of each gradient, the finiteness check. (On XLA:CPU a reduction of
+# anything but the raw array, e.g. sum(g * g) or sum(|g|), first writes that
+# array out: two extra passes over memory.)
 SAMPLE_SIZE = 4096
-STATS = ("mean_sq_grad", "mean_sq_param", "mean_grad_param", "mean_sq_grad_sample", "frac_below_tau")
+STATS = (
+    "grad_sum",  # full sum of g: non-finite iff g has a non-finite entry (or overflows)
+    "mean_abs_grad",
+    "mean_sq_param",
+    "mean_grad_param",
+    "mean_sq_grad",
+    "frac_below_tau",
+)
 
 
 def _sample(x: Array, n: int) -> Array:
+    """An evenly strided subsample of ``x`` of ``min(x.size, n)`` elements, zero-padded to n."""
     flat = x.reshape(-1)
     stride = max(1, flat.size // n)
-    return flat[::stride][:n]
+    sample = flat[::stride][:n]
+    return jnp.pad(sample, (0, n - sample.shape[0]))
 
 
-def tensor_statistics(g: Array, p: Array, tau: Array, sample_size: int = SAMPLE_SIZE) -> Array:
-    """Per-tensor statistics, laid out as :data:`STATS`.
+def tensor_statistics(
+    grads: list[Array], params: list[Array], tau: Array, sample_size: int = SAMPLE_SIZE
+) -> Array:
+    """Per-tensor statistics ``(n_tensors, len(STATS))``, laid out as :data:`STATS`.
 
-    ``mean_sq_grad`` is exact (one pass over ``g``); it is non-finite when any
-    gradient entry is, which is how the transform detects bad steps without
-    another pass. The others are means over an evenly strided subsample of at
-    most ``sample_size`` entries (all of them for small tensors): the
-    parameter's mean square, the mean of ``g * p``, the gradient's mean square
-    on the same sample (for the cosine) and the fraction of ``|p| < tau``.
-    Computed in float32 (or wider).
+    ``grad_sum`` is exact (one pass over each gradient); it is non-finite when
+    any gradient entry is, which is how the transform detects bad steps. The
+    others are means over an evenly strided subsample of at most
+    ``sample_size`` entries per tensor, taken at the same positions in ``g`` and
+    ``p``: ``mean |g|``, ``mean p**2``, ``mean g p``, ``mean g**2`` and the
+    fraction of ``|p| < tau``. Computed in float32 (or wider); the subsample
+    statistics of all tensors are computed together, as ``(n, sample_size)``
+    arrays.
     """
-    ct = jnp.promote_types(p.dtype, jnp.float32)
-    g = g.astype(ct)
-    p = p.astype(ct)
-    gs, ps = _sample(g, sample_size), _sample(p, sample_size)
+    ct = jnp.promote_types(jnp.result_type(*params), jnp.float32)
+    sizes = [min(int(p.size), sample_size) for p in params]
+    gs = jnp.stack([_sample(g, sample_size) for g in grads]).astype(ct)
+    ps = jnp.stack([_sample(p, sample_size) for p in params]).astype(ct)
+    w = (jnp.arange(sample_size)[None, :] < jnp.asarray(sizes)[:, None]).astype(ct)
+    w = w / jnp.asarray(sizes, ct)[:, None]
+    below = (jnp.abs(ps) < jnp.asarray(tau, ct)[:, None]).astype(ct)
+    sums = jnp.stack([jnp.sum(g).astype(ct) for g in grads])
     return jnp.stack(
         [
-            jnp.mean(g * g),
-            jnp.mean(ps * ps),
-            jnp.mean(gs * ps),
-            jnp.mean(gs * gs),
-            jnp.mean((jnp.abs(ps) < tau).astype(ct)),
-        ]
+            sums,
+            jnp.sum(w * jnp.abs(gs), axis=1),
+            jnp.sum(w * ps * ps, axis=1),
+            jnp.sum(w * gs * ps, axis=1),
+            jnp.sum(w * gs * gs, axis=1),
+            jnp.sum(w * below, axis=1),
+        ],
+        axis=1,
     ).astype(jnp.float32)
 
 
@@ -170,9 +189,10 @@ def trajectory_features(
     """
     k, n = history.shape[0], history.shape[1]
     sizes = sizes.astype(jnp.float32)
-    lg = log_rms(stats[:, 0])
-    lp = log_rms(stats[:, 1])
-    cos = stats[:, 2] / jnp.sqrt(stats[:, 3] * stats[:, 1] + _TINY)
+    col = {name: stats[:, i] for i, name in enumerate(STATS)}
+    lg = jnp.clip(jnp.log(col["mean_abs_grad"] + _TINY), *_LOG_CLIP)
+    lp = log_rms(col["mean_sq_param"])
+    cos = col["mean_grad_param"] / jnp.sqrt(col["mean_sq_grad"] * col["mean_sq_param"] + _TINY)
     row = jnp.stack([lg, lp, jnp.log(prev_eta + _TINY)], axis=-1)
     history = push(history, row)
     valid = _window_mask(count + 1, k).astype(jnp.float32)
@@ -206,7 +226,7 @@ def trajectory_features(
         jnp.clip(10.0 * (lp - mean[:, 1]), -_DEV_CLIP, _DEV_CLIP),
         jnp.clip(grad_slope * k, -_DEV_CLIP, _DEV_CLIP),
         jnp.clip(cos, -1.0, 1.0),
-        stats[:, 4],
+        col["frac_below_tau"],
         jnp.clip(jnp.log(prev_eta / eta_max + _TINY), -25.0, 0.0) / 5.0,
         jnp.clip(jnp.log(prev_lam + _TINY), -30.0, 10.0) / 10.0,
         prev_tau / tau_max,

@@ -237,12 +237,9 @@ def mapa(
         prev_lam = jnp.stack(treedef.flatten_up_to(state.lam))
         prev_tau = jnp.stack(treedef.flatten_up_to(state.tau))
 
-        # 1. Per-tensor statistics: one pass over each gradient and parameter.
-        stats = jnp.stack(
-            [features.tensor_statistics(g, p, t) for g, p, t in zip(g_leaves, p_leaves, prev_tau)]
-        )
-        # A non-finite gradient entry makes its tensor's mean square non-finite
-        # (so does one beyond ~1e19, whose square overflows float32).
+        # 1. Per-tensor statistics: a sum over each gradient, the rest subsampled.
+        stats = features.tensor_statistics(g_leaves, p_leaves, prev_tau)
+        # A non-finite gradient entry makes its tensor's grad_sum non-finite.
         finite = jnp.all(jnp.isfinite(stats))
         if value is not None:
             value = jnp.asarray(value, jnp.float32)
@@ -275,8 +272,13 @@ def mapa(
 
         # 5. Direction, 6. prox step on masked tensors.
         if adam:
-            mu = jax.tree.map(lambda g, m: ema_moment(g, m, config.b1, 1), updates, state.mu)
-            nu = jax.tree.map(lambda g, v: ema_moment(g, v, config.b2, 2), updates, state.nu)
+            # The moments are selected here (not with the rest of the state
+            # below) so that the update reads the stored moments: one pass.
+            def moment(g, old, decay, power):
+                return jnp.where(finite, ema_moment(g, old, decay, power), old)
+
+            mu = jax.tree.map(lambda g, m: moment(g, m, config.b1, 1), updates, state.mu)
+            nu = jax.tree.map(lambda g, v: moment(g, v, config.b2, 2), updates, state.nu)
             t = (state.count + 1).astype(jnp.float32)
             c1, c2 = 1.0 - config.b1**t, 1.0 - config.b2**t
             denom = [preconditioner(v, c2, config.eps) for v in treedef.flatten_up_to(nu)]
@@ -301,12 +303,12 @@ def mapa(
             eta=treedef.unflatten(list(eta)),
             lam=treedef.unflatten(list(lam)),
             tau=treedef.unflatten(list(tau)),
-            mu=mu,
-            nu=nu,
+            mu=(),
+            nu=(),
         )
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state._replace(mu=(), nu=()))
         new_state = new_state._replace(
-            notfinite_count=state.notfinite_count + (~finite).astype(jnp.int32)
+            notfinite_count=state.notfinite_count + (~finite).astype(jnp.int32), mu=mu, nu=nu
         )
         return out, new_state
 

@@ -168,12 +168,13 @@ def make_prox(prox: Optional[ProxFn], l1: Any, l2: Any, where: str) -> Optional[
     if prox is not None:
         if not callable(prox):
             raise TypeError(f"{where}: prox must be a callable prox(x, step), got {prox!r}.")
-        if np.any(np.asarray(l1) != 0) or np.any(np.asarray(l2) != 0):
+        if any(isinstance(v, jax.core.Tracer) or np.any(np.asarray(v) != 0) for v in (l1, l2)):
             raise ValueError(
                 f"{where}: pass either prox= or l1=/l2= (the default elastic-net prox), not both."
             )
         return prox
-    if not (np.any(np.asarray(l1) != 0) or np.any(np.asarray(l2) != 0)):
+    traced = isinstance(l1, jax.core.Tracer) or isinstance(l2, jax.core.Tracer)
+    if not traced and not (np.any(np.asarray(l1) != 0) or np.any(np.asarray(l2) != 0)):
         return None
 
     def elastic_net_prox(x: Array, step: Any) -> Array:
