@@ -1,0 +1,78 @@
+"""The ``mapa`` command line.
+
+    mapa meta-train --preset {smoke,default} --checkpoint-dir DIR [--seed N] [--resume] [--devices N]
+
+``--devices N`` on a CPU-only machine simulates N CPU devices (set before
+JAX's backend starts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="mapa", description="mapa_jax: meta-learned adaptive proximal optimization")
+    sub = ap.add_subparsers(dest="command", required=True)
+    mt = sub.add_parser("meta-train", help="meta-train a MAPA meta-learner")
+    mt.add_argument("--preset", default="default", help="smoke (about a minute) or default (the shipped one)")
+    mt.add_argument("--checkpoint-dir", required=True, help="directory for checkpoints, metrics.jsonl and the plot")
+    mt.add_argument("--seed", type=int, default=0)
+    mt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the directory")
+    mt.add_argument("--devices", type=int, default=None,
+                    help="devices of the mesh (on CPU: simulated CPU devices); default all")
+    mt.add_argument("--meta-steps", type=int, default=None, help="override the preset's number of meta-steps")
+    mt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return ap
+
+
+def _cpu_only() -> bool:
+    """True unless an accelerator plugin is installed (then --devices counts real devices)."""
+    import importlib.util
+
+    return not any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu"))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "meta-train":
+        if args.devices is not None and args.devices < 1:
+            print(f"mapa: --devices must be >= 1, got {args.devices}", file=sys.stderr)
+            return 2
+        import jax
+
+        if args.devices is not None and _cpu_only():
+            # Simulated CPU devices; effective only before JAX's backend starts.
+            jax.config.update("jax_num_cpu_devices", args.devices)
+        from mapa_jax.meta import train
+
+        if args.preset not in train.PRESETS:
+            print(f"mapa: unknown preset {args.preset!r}; known presets: {sorted(train.PRESETS)}", file=sys.stderr)
+            return 2
+        overrides = {} if args.meta_steps is None else {"meta_steps": args.meta_steps}
+        try:
+            cfg = train.preset(args.preset, **overrides)
+            result = train.meta_train(
+                cfg,
+                checkpoint_dir=args.checkpoint_dir,
+                seed=args.seed,
+                resume=args.resume,
+                devices=args.devices,
+                progress=not args.no_progress,
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            print(f"mapa meta-train: {e}", file=sys.stderr)
+            return 2
+        last = next((r for r in reversed(result.metrics) if r.get("meta_loss") is not None), None)
+        print(
+            f"done: {cfg.meta_steps} meta-steps, {result.skipped_updates} skipped; "
+            f"last meta-loss {last['meta_loss'] if last else 'n/a'}; checkpoint in {args.checkpoint_dir}"
+        )
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

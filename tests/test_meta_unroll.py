@@ -1,0 +1,150 @@
+"""Tests for truncated unrolls and the (sharded) meta-step: values, not speed."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mapa_jax as mj
+from mapa_jax.meta import sharding, unroll
+from mapa_jax.tasks.base import Task
+
+CFG = mj.MetaLearnerConfig(direction="adam", lstm_hidden=16, gnn_hidden=8, gnn_rounds=2, window=5, eta_max=0.05)
+
+
+def tiny_task(width=8, n=64, seed=0) -> Task:
+    """A two-layer regression net on fixed random data (test-only task)."""
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.tanh(nn.Dense(width)(x)))
+
+    model = Net()
+    kx, kw = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (n, 4))
+    y = jnp.sin(x @ jax.random.normal(kw, (4, 1)))
+
+    def init(key):
+        return model.init(key, x[:1])["params"]
+
+    def sample(key):
+        idx = jax.random.randint(key, (16,), 0, n)
+        return x[idx], y[idx]
+
+    def loss(p, b):
+        return jnp.mean((model.apply({"params": p}, b[0]) - b[1]) ** 2)
+
+    graph = mj.architecture_graph(model.apply, {"params": init(jax.random.key(0))}, x[:1])
+    return Task("test/tiny", "regression", init, sample, loss, lambda p, s: {"loss": loss(p, (x, y))},
+                lambda: graph, 6 * width + 1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    task = tiny_task()
+    meta = mj.init_meta_params(jax.random.key(0), CFG)
+    state = unroll.init_inner_state(meta, CFG, task, jax.random.key(1))
+    return task, meta, state
+
+
+def _full_unroll_loss(meta, task, state, steps):
+    """Backpropagation through the whole unroll, written as a plain Python loop."""
+    tx = mj.mapa(meta, CFG, graph=task.graph())
+    opt_state = state.opt_state._replace(film=tx.init(state.params).film)
+    params, key = state.params, jax.random.wrap_key_data(state.key)
+    for _ in range(steps):
+        key, kb = jax.random.split(key)
+        loss, g = jax.value_and_grad(task.loss)(params, task.sample(kb))
+        u, opt_state = tx.update(jax.lax.stop_gradient(g), opt_state, params, value=jax.lax.stop_gradient(loss))
+        params = optax.apply_updates(params, u)
+    key, ke = jax.random.split(key)
+    return task.loss(params, task.sample(ke)) / state.loss0
+
+
+def test_truncation_with_h_equal_t_is_full_backpropagation(setup):
+    task, meta, state = setup
+    steps = 6
+    g_trunc = jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, CFG, task, state, steps)[0]))(meta)
+    g_full = jax.jit(jax.grad(lambda m: _full_unroll_loss(m, task, state, steps)))(meta)
+    for a, b in zip(jax.tree.leaves(g_trunc), jax.tree.leaves(g_full)):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7)
+    assert sum(float(jnp.abs(x).sum()) for x in jax.tree.leaves(g_full)) > 0
+
+
+def test_checkpointing_changes_memory_not_values(setup):
+    task, meta, state = setup
+    steps = 64
+
+    def grad_fn(policy):
+        return jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, CFG, task, state, steps, checkpoint=policy)[0]))
+
+    plain, remat = grad_fn(None), grad_fn("nothing_saveable")
+    for a, b in zip(jax.tree.leaves(plain(meta)), jax.tree.leaves(remat(meta))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+    mem = {name: f.lower(meta).compile().memory_analysis().temp_size_in_bytes
+           for name, f in (("plain", plain), ("remat", remat))}
+    assert mem["remat"] < mem["plain"], mem
+
+
+def test_truncations_continue_the_trajectory(setup):
+    task, meta, state = setup
+    _, (s1, _) = unroll.truncated_unroll(meta, CFG, task, state, 5)
+    _, (s2, _) = unroll.truncated_unroll(meta, CFG, task, s1, 5)
+    assert int(s2.step) == 10
+    assert int(s2.opt_state.count) == 10
+
+
+def _batch(meta, task, n):
+    keys = jax.random.split(jax.random.key(7), n)
+    return jax.tree.map(np.asarray, jax.vmap(lambda k: unroll.init_inner_state(meta, CFG, task, k))(keys))
+
+
+def test_eight_shards_equal_one_device(setup):
+    task, meta, _ = setup
+    assert jax.device_count() >= 8, "tests/conftest.py asks for 8 CPU devices"
+    inner = _batch(meta, task, 8)
+    static = dict(config=CFG, task=task, horizon=5)
+    out = {}
+    for n in (1, 8):
+        mesh = sharding.make_mesh(n)
+        loss, grads, new, _ = sharding.sharded_meta_step(mesh, **static)(meta, sharding.to_global(mesh, inner))
+        out[n] = (loss, grads, sharding.to_host(new))
+    np.testing.assert_allclose(out[1][0], out[8][0], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[8][1])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))) + 1e-12)
+    for a, b in zip(jax.tree.leaves(out[1][2]), jax.tree.leaves(out[8][2])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_device_meta_step_runs_under_pmap(setup):
+    task, meta, _ = setup
+    inner = _batch(meta, task, 4)
+    static = dict(config=CFG, task=task, horizon=5)
+    mesh = sharding.make_mesh(1)
+    ref_loss, ref_grads, _, _ = sharding.sharded_meta_step(mesh, **static)(meta, sharding.to_global(mesh, inner))
+    per_device = jax.tree.map(lambda x: x.reshape((4, 1) + x.shape[1:]), inner)
+    pmapped = jax.pmap(
+        lambda mp, inn: sharding.device_meta_step(mp, inn, axis_name="i", **static),
+        axis_name="i",
+        in_axes=(None, 0),
+        devices=jax.devices()[:4],
+    )
+    loss, grads, _, _ = pmapped(meta, per_device)
+    np.testing.assert_allclose(loss[0], ref_loss, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
+        np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))) + 1e-12)
+
+
+def test_invalid_horizon_objective_or_policy_raise(setup):
+    task, meta, state = setup
+    with pytest.raises(ValueError, match="horizon must be >= 1"):
+        unroll.truncated_unroll(meta, CFG, task, state, 0)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        unroll.truncated_unroll(meta, CFG, task, state, 2, objective="best")
+    with pytest.raises(ValueError, match="checkpoint must be one of"):
+        unroll.truncated_unroll(meta, CFG, task, state, 2, checkpoint="all")
+    with pytest.raises(ValueError, match="asked for 99 devices"):
+        sharding.make_mesh(99)
