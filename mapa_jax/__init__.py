@@ -25,7 +25,26 @@ from mapa_jax.transforms import (
     proximal_gradient,
 )
 
+from mapa_jax.pretrained import load_pretrained
+
 __version__ = "0.1.0.dev0"
+
+# Meta-training needs the 'train' extra (orbax, datasets); imported on first use.
+_LAZY = {
+    "meta_train": ("mapa_jax.meta.train", "meta_train"),
+    "MetaTrainConfig": ("mapa_jax.meta.train", "MetaTrainConfig"),
+    "load_meta_params": ("mapa_jax.meta.checkpoint", "load_meta_params"),
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'mapa_jax' has no attribute {name!r}")
+
 
 __all__ = [
     "prox",
@@ -36,6 +55,10 @@ __all__ = [
     "init_meta_params",
     "mapa",
     "proximal_parameters",
+    "load_pretrained",
+    "meta_train",
+    "MetaTrainConfig",
+    "load_meta_params",
     "proximal_gradient",
     "prox_adam",
     "prox_rmsprop",

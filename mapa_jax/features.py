@@ -85,12 +85,18 @@ def _sample(x: Array, n: int) -> Array:
 
 
 def tensor_statistics(
-    grads: list[Array], params: list[Array], tau: Array, sample_size: int = SAMPLE_SIZE
+    grads: list[Array],
+    params: list[Array],
+    tau: Array,
+    sample_size: int = SAMPLE_SIZE,
+    full_sum: bool = True,
 ) -> Array:
     """Per-tensor statistics ``(n_tensors, len(STATS))``, laid out as :data:`STATS`.
 
     ``grad_sum`` is exact (one pass over each gradient); it is non-finite when
-    any gradient entry is, which is how the transform detects bad steps. The
+    any gradient entry is, which is how the transform detects bad steps. With
+    ``full_sum=False`` it is the sum over the subsample (no pass over the
+    gradients at all; non-finite entries outside the sample go unseen). The
     others are means over an evenly strided subsample of at most
     ``sample_size`` entries per tensor, taken at the same positions in ``g`` and
     ``p``: ``mean |g|``, ``mean p**2``, ``mean g p``, ``mean g**2`` and the
@@ -105,7 +111,10 @@ def tensor_statistics(
     w = (jnp.arange(sample_size)[None, :] < jnp.asarray(sizes)[:, None]).astype(ct)
     w = w / jnp.asarray(sizes, ct)[:, None]
     below = (jnp.abs(ps) < jnp.asarray(tau, ct)[:, None]).astype(ct)
-    sums = jnp.stack([jnp.sum(g).astype(ct) for g in grads])
+    if full_sum:
+        sums = jnp.stack([jnp.sum(g).astype(ct) for g in grads])
+    else:
+        sums = jnp.sum(gs, axis=1)
     return jnp.stack(
         [
             sums,

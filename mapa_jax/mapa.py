@@ -150,6 +150,7 @@ def mapa(
     graph: Optional[jraph.GraphsTuple] = None,
     *,
     mask: MaskOrFn = None,
+    skip_nonfinite: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """The MAPA optimizer: a meta-learned proximal update (paper Eq. 7, 14).
 
@@ -170,6 +171,14 @@ def mapa(
         derived from the params tree at ``init``.
       mask: which tensors get the prox (as in :func:`mapa_jax.proximal_gradient`);
         default: tensors with ``ndim >= 2``. Unmasked tensors take ``-eta * d``.
+      skip_nonfinite: check every gradient entry (one extra read of the
+        gradients, a plain sum per tensor) and turn a step with a non-finite
+        gradient or loss into a zero update. False skips that pass: the
+        features then come from the subsample alone, only a non-finite loss or
+        sampled entry skips a step, and other non-finite entries reach the
+        parameters as with plain optax optimizers (``optax.apply_if_finite``
+        guards them at the same cost as the check). See
+        ``benchmarks/overhead.py`` for what the pass costs.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``. ``update(grads, state,
@@ -238,7 +247,7 @@ def mapa(
         prev_tau = jnp.stack(treedef.flatten_up_to(state.tau))
 
         # 1. Per-tensor statistics: a sum over each gradient, the rest subsampled.
-        stats = features.tensor_statistics(g_leaves, p_leaves, prev_tau)
+        stats = features.tensor_statistics(g_leaves, p_leaves, prev_tau, full_sum=skip_nonfinite)
         # A non-finite gradient entry makes its tensor's grad_sum non-finite.
         finite = jnp.all(jnp.isfinite(stats))
         if value is not None:

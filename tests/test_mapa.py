@@ -322,3 +322,18 @@ def test_update_without_params_raises():
     tx, _ = _tx()
     with pytest.raises(ValueError, match="needs params"):
         tx.update(jax.grad(loss_fn)(params), tx.init(params), None)
+
+
+def test_unguarded_mode_skips_the_full_pass_but_still_skips_a_non_finite_loss():
+    _, params, loss_fn = _problem()
+    cfg = mj.MetaLearnerConfig(**SMALL)
+    tx = mj.mapa(mj.init_meta_params(jax.random.key(0), cfg), cfg, skip_nonfinite=False)
+    loss, g = jax.value_and_grad(loss_fn)(params)
+    s = tx.init(params)
+    hlo = jax.jit(lambda g, s, p: tx.update(g, s, p, value=loss)).lower(g, s, params).as_text()
+    guarded = mj.mapa(mj.init_meta_params(jax.random.key(0), cfg), cfg)
+    hlo_guarded = jax.jit(lambda g, s, p: guarded.update(g, s, p, value=loss)).lower(g, s, params).as_text()
+    assert hlo.count("reduce") < hlo_guarded.count("reduce")  # no per-tensor full sums
+    u, s1 = tx.update(g, s, params, value=jnp.float32(jnp.nan))
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
+    assert int(s1.notfinite_count) == 1
