@@ -367,12 +367,14 @@ def _graphs_tuple(table: _Table, depth: Mapping[int, float], act: Mapping[int, s
   edge_feats = np.zeros((len(pairs), num_edge_features()), np.float32)
   for e, pair in enumerate(pairs):
     edge_feats[e, EDGE_KINDS.index(edges[pair])] = 1.0
+  # NumPy arrays: the graph is a constant, also when it is first built while a
+  # jit trace is running (jnp arrays made there would be tracers of that trace).
   return jraph.GraphsTuple(
-      nodes=jnp.asarray(nodes), edges=jnp.asarray(edge_feats),
-      senders=jnp.asarray([s for s, _ in pairs], jnp.int32).reshape(-1),
-      receivers=jnp.asarray([r for _, r in pairs], jnp.int32).reshape(-1),
-      globals=jnp.zeros((1, 1), jnp.float32),
-      n_node=jnp.asarray([n], jnp.int32), n_edge=jnp.asarray([len(pairs)], jnp.int32))
+      nodes=nodes, edges=edge_feats,
+      senders=np.asarray([s for s, _ in pairs], np.int32).reshape(-1),
+      receivers=np.asarray([r for _, r in pairs], np.int32).reshape(-1),
+      globals=np.zeros((1, 1), np.float32),
+      n_node=np.asarray([n], np.int32), n_edge=np.asarray([len(pairs)], np.int32))
 
 
 def _params_graph(table: _Table) -> jraph.GraphsTuple:

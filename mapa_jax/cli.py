@@ -45,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         if args.devices is not None and _cpu_only():
             # Simulated CPU devices; effective only before JAX's backend starts.
-            jax.config.update("jax_num_cpu_devices", args.devices)
+            jax.config.update("jax_num_cpu_devices", max(args.devices, jax.config.jax_num_cpu_devices))
         from mapa_jax.meta import train
 
         if args.preset not in train.PRESETS:

@@ -48,7 +48,8 @@ from mapa_jax.meta import sharding
 from mapa_jax.meta.unroll import CHECKPOINT_POLICIES, OBJECTIVES, InnerState, init_inner_state
 from mapa_jax.tasks.base import Task
 
-__all__ = ["MetaTrainConfig", "PRESETS", "preset", "meta_train", "MetaTrainResult"]
+__all__ = ["MetaTrainConfig", "PRESETS", "preset", "meta_train", "MetaTrainResult", "initial_meta_params",
+           "resolve_tasks"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,6 +215,17 @@ class MetaTrainResult:
     checkpoint_dir: Optional[str]
 
 
+def _seed_keys(seed: int) -> tuple[Any, Any]:
+    """(meta-params init key, loop key) of a run's seed."""
+    k_meta, k_loop = jax.random.split(jax.random.key(seed))
+    return k_meta, k_loop
+
+
+def initial_meta_params(config: MetaTrainConfig, seed: int) -> Any:
+    """The meta-params a run with ``seed`` starts from (its random initialization)."""
+    return init_meta_params(_seed_keys(seed)[0], config.meta_learner)
+
+
 def _task_family(task: Task) -> str:
     return str(task.info.get("family", task.kind))
 
@@ -236,6 +248,8 @@ class _Trainer:
         self.seed = seed
         self.tasks = sorted(resolve_tasks(cfg.tasks), key=lambda t: (t.num_params, t.name))
         self.by_name = {t.name: t for t in self.tasks}
+        if devices is None:  # the most devices that split the meta-batch evenly
+            devices = max(d for d in range(1, jax.device_count() + 1) if cfg.meta_batch % d == 0)
         self.mesh = sharding.make_mesh(devices)
         n_dev = self.mesh.devices.size
         if cfg.meta_batch % n_dev:
@@ -249,8 +263,7 @@ class _Trainer:
     # ---- state -----------------------------------------------------------
 
     def fresh_state(self) -> dict[str, Any]:
-        key = jax.random.key(self.seed)
-        k_meta, k_loop = jax.random.split(key)
+        k_meta, k_loop = _seed_keys(self.seed)
         meta_params = init_meta_params(k_meta, self.cfg.meta_learner)
         return {
             "meta_params": meta_params,
@@ -456,7 +469,9 @@ def meta_train(
       seed: the run's seed (meta-params init, task sampling, inner runs).
       resume: continue from the newest checkpoint in ``checkpoint_dir`` (an
         error if there is none, or it was written with another config or seed).
-      devices: number of devices of the mesh (default: all).
+      devices: number of devices of the mesh (default: as many as divide
+        ``meta_batch`` evenly). Results agree across device counts up to float
+        rounding; bit-identical reruns need the same count.
       progress: show a progress bar with the meta-loss.
       on_step: called with each step's log record (for tests and notebooks).
 

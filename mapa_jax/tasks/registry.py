@@ -1,0 +1,125 @@
+"""Task registry: tasks by name, and the named task families.
+
+Tasks are built lazily on first use and cached for the life of the process
+(each dataset is loaded once, shared by every task on it).
+
+Families
+    ``"meta_train"``: the 15 meta-train zoo architectures on their datasets;
+    ``"meta_test"``: the 5 held-out architectures (see `mapa_jax.tasks.zoo`);
+    ``"synthetic"``: the M-L2O problems and sparse logistic regression (see
+    `mapa_jax.tasks.synthetic`; not the tiny test quadratic);
+    ``"smoke"``: three tiny tasks (``synthetic/quadratic_tiny``,
+    ``breast_cancer/mlp_tanh_1x16``, ``diabetes/mlp_leaky_relu_4x16``) for
+    smoke runs of meta-training.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+from mapa_jax.tasks import synthetic, zoo
+from mapa_jax.tasks.base import Task, TaskFamily
+from mapa_jax.tasks.datasets import load_dataset
+from mapa_jax.tasks.supervised import supervised_task
+
+__all__ = [
+    "BATCH_SIZES", "TINY_TASK", "get_task", "task_names", "family", "family_names",
+    "meta_train_tasks", "meta_test_tasks", "synthetic_tasks", "smoke_tasks",
+]
+
+#: Training minibatch size per dataset.
+BATCH_SIZES: dict[str, int] = {"digits": 64, "mnist1d": 64, "breast_cancer": 32,
+                               "boston": 32, "diabetes": 32}
+
+#: The tiny, fast task for unit tests of the meta-training engine (20 params).
+TINY_TASK = "synthetic/quadratic_tiny"
+
+
+def _zoo_builder(arch: zoo.Architecture) -> Callable[[], Task]:
+    def build() -> Task:
+        data = load_dataset(arch.dataset)
+        info = {"architecture": arch.name, "architecture_family": arch.family,
+                "activation": arch.activation, "blocks": tuple(sorted(arch.blocks)),
+                "param_layers": arch.param_layers, "split": arch.split,
+                "novelty": arch.novelty}
+        return supervised_task(arch.task_name, arch.build(data.num_outputs), data,
+                               BATCH_SIZES[arch.dataset], info)
+
+    return build
+
+
+_SYNTHETIC: dict[str, Callable[[], Task]] = {
+    "synthetic/lasso": lambda: synthetic.lasso("synthetic/lasso"),
+    "synthetic/lasso_gaussian": lambda: synthetic.lasso("synthetic/lasso_gaussian",
+                                                        distribution="gaussian"),
+    "synthetic/quadratic": lambda: synthetic.quadratic("synthetic/quadratic"),
+    "synthetic/rosenbrock": lambda: synthetic.rosenbrock("synthetic/rosenbrock"),
+    "synthetic/sparse_logreg": lambda: synthetic.sparse_logreg("synthetic/sparse_logreg"),
+}
+
+_BUILDERS: dict[str, Callable[[], Task]] = {
+    **{a.task_name: _zoo_builder(a) for a in zoo.ZOO},
+    **_SYNTHETIC,
+    TINY_TASK: lambda: synthetic.quadratic_tiny(TINY_TASK),
+}
+
+_FAMILIES: dict[str, tuple[str, ...]] = {
+    "meta_train": tuple(a.task_name for a in zoo.META_TRAIN),
+    "meta_test": tuple(a.task_name for a in zoo.META_TEST),
+    "synthetic": tuple(_SYNTHETIC),
+    "smoke": (TINY_TASK, "breast_cancer/mlp_tanh_1x16", "diabetes/mlp_leaky_relu_4x16"),
+}
+
+
+def task_names() -> list[str]:
+    """Names of every registered task (zoo tasks, synthetic tasks, the tiny task)."""
+    return list(_BUILDERS)
+
+
+def family_names() -> list[str]:
+    """Names accepted by :func:`family`."""
+    return list(_FAMILIES)
+
+
+@functools.lru_cache(maxsize=None)
+def get_task(name: str) -> Task:
+    """The task named ``name``, built on first use and cached.
+
+    Raises:
+      KeyError: for an unknown name (the message lists the known names).
+    """
+    if name not in _BUILDERS:
+        raise KeyError(f"unknown task {name!r}; known tasks: {task_names()}.")
+    return _BUILDERS[name]()
+
+
+def family(name: str) -> TaskFamily:
+    """The task family named ``name`` (see :func:`family_names`).
+
+    Raises:
+      KeyError: for an unknown name (the message lists the known families).
+    """
+    if name not in _FAMILIES:
+        raise KeyError(f"unknown task family {name!r}; known families: {family_names()}.")
+    return TaskFamily(name, tuple(get_task(t) for t in _FAMILIES[name]))
+
+
+def meta_train_tasks() -> TaskFamily:
+    """The 15 meta-train architectures, each on its dataset."""
+    return family("meta_train")
+
+
+def meta_test_tasks() -> TaskFamily:
+    """The 5 held-out meta-test architectures, each on its dataset."""
+    return family("meta_test")
+
+
+def synthetic_tasks() -> TaskFamily:
+    """LASSO (two distributions), Quadratic, Rosenbrock and sparse logistic regression."""
+    return family("synthetic")
+
+
+def smoke_tasks() -> TaskFamily:
+    """Three tiny tasks for smoke runs of meta-training."""
+    return family("smoke")

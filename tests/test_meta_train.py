@@ -1,0 +1,179 @@
+"""Tests for the meta-training loop: determinism, resume, learning, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import mapa_jax as mj
+from mapa_jax.meta import checkpoint as ckpt
+from mapa_jax.meta import evaluate, train
+
+# A small, fast configuration on the smoke tasks (the smoke preset, shorter).
+QUICK = dict(meta_steps=8)
+
+
+def _flat(tree):
+    return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(tree)])
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One full smoke-preset run, shared by the tests that inspect its outputs."""
+    d = tmp_path_factory.mktemp("smoke")
+    t0 = time.perf_counter()
+    # One device, like the CLI subprocesses of the kill-and-resume test.
+    result = mj.meta_train("smoke", checkpoint_dir=str(d), seed=0, progress=False, devices=1)
+    return result, str(d), time.perf_counter() - t0
+
+
+def test_smoke_run_writes_checkpoint_metrics_and_plot(smoke_run):
+    result, d, _ = smoke_run
+    lines = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+    assert len(lines) == result.config.meta_steps
+    for key in ("meta_loss", "skipped_updates", "task", "family", "inner_loss"):
+        assert key in lines[0]
+    assert os.path.getsize(os.path.join(d, "metrics.png")) > 1000
+    meta, config = mj.load_meta_params(d)
+    assert config == result.config.meta_learner
+    np.testing.assert_array_equal(_flat(meta), _flat(result.meta_params))
+
+
+def test_learning_happens_smoke_beats_its_random_initialization(smoke_run):
+    result, _, _ = smoke_run
+    cfg = result.config.meta_learner
+    random_meta = train.initial_meta_params(result.config, 0)  # the run's own initialization
+    tasks = train.resolve_tasks(result.config.tasks)
+    seeds = [0, 1, 2]
+    steps = result.config.inner_steps
+    trained = evaluate.summarize(evaluate.evaluate(evaluate.mapa_factory(result.meta_params, cfg), tasks, seeds, steps), "train")
+    initial = evaluate.summarize(evaluate.evaluate(evaluate.mapa_factory(random_meta, cfg), tasks, seeds, steps), "train")
+    wins = sum(trained[n] < initial[n] for n in trained)
+    assert wins == len(trained), (trained, initial)
+
+
+def test_two_runs_with_one_seed_give_bit_identical_meta_params():
+    a = mj.meta_train(train.preset("smoke", **QUICK), seed=3, progress=False)
+    b = mj.meta_train(train.preset("smoke", **QUICK), seed=3, progress=False)
+    np.testing.assert_array_equal(_flat(a.meta_params), _flat(b.meta_params))
+    assert not np.array_equal(_flat(a.meta_params), _flat(train.initial_meta_params(a.config, 3)))
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "mapa_jax.cli", "meta-train", "--preset", "smoke", "--no-progress", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw,
+    )
+
+
+def test_kill_and_resume_ends_with_the_same_meta_params(tmp_path, smoke_run):
+    reference, _, _ = smoke_run
+    d = str(tmp_path / "run")
+    p = _cli("--checkpoint-dir", d, "--seed", "0", "--devices", "1")
+    # Kill it at a random point after the first checkpoint exists.
+    deadline = time.time() + 300
+    while ckpt.latest_step(d) is None and time.time() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    time.sleep(float(np.random.default_rng().uniform(0.0, 3.0)))
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert ckpt.latest_step(d) is not None
+    p = _cli("--checkpoint-dir", d, "--seed", "0", "--resume", "--devices", "1")
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out[-2000:]
+    resumed, _ = mj.load_meta_params(d)
+    np.testing.assert_array_equal(_flat(resumed), _flat(reference.meta_params))
+    steps = [json.loads(l)["step"] for l in open(os.path.join(d, "metrics.jsonl"))]
+    assert steps == list(range(1, reference.config.meta_steps + 1))  # no gaps, no repeats
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_unknown_preset_and_task_names_raise():
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        train.preset("huge")
+    with pytest.raises((KeyError, ValueError), match="no_such_task"):
+        mj.meta_train(train.preset("smoke", tasks="no_such_task"), progress=False)
+    p = _cli("--checkpoint-dir", "/tmp/unused", "--preset", "huge")
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 2 and "unknown preset" in out
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (dict(horizon=0), "horizon must be an integer >= 1"),
+        (dict(horizon=7), "horizon must be a divisor"),
+        (dict(inner_steps=10, min_inner_steps=20), "min_inner_steps must be <= inner_steps"),
+        (dict(meta_batch=0), "meta_batch must be an integer >= 1"),
+        (dict(objective="best"), "objective must be one of"),
+    ],
+)
+def test_invalid_configuration_raises(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.preset("smoke", **overrides)
+
+
+def test_checkpoint_directory_errors_are_clear(tmp_path, smoke_run):
+    _, good, _ = smoke_run
+    with pytest.raises(ckpt.CheckpointError, match="no checkpoint directory"):
+        mj.load_meta_params(str(tmp_path / "missing"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ckpt.CheckpointError, match="no complete checkpoint"):
+        mj.load_meta_params(str(empty))
+    with pytest.raises(ValueError, match="resume=True needs checkpoint_dir"):
+        mj.meta_train("smoke", resume=True, progress=False)
+    # A run with another configuration cannot resume this directory.
+    with pytest.raises(ckpt.CheckpointError, match="another configuration or seed"):
+        mj.meta_train(train.preset("smoke", meta_lr=1e-2), checkpoint_dir=good, resume=True, progress=False)
+    # A fresh run refuses to overwrite a directory that holds a checkpoint.
+    with pytest.raises(ValueError, match="already holds a checkpoint"):
+        mj.meta_train("smoke", checkpoint_dir=good, progress=False)
+
+
+def test_corrupt_checkpoint_is_reported_and_never_loaded(tmp_path, smoke_run):
+    import shutil
+
+    _, good, _ = smoke_run
+    d = tmp_path / "corrupt"
+    shutil.copytree(good, d)
+    step = ckpt.latest_step(str(d))
+    meta_dir = d / str(step) / "meta_params"
+    for root, _, files in os.walk(meta_dir):
+        for f in files:
+            path = os.path.join(root, f)
+            with open(path, "r+b") as fh:
+                fh.write(b"\x00garbage\xff" * 8)
+    with pytest.raises(ckpt.CheckpointError):
+        mj.load_meta_params(str(d))
+
+
+def test_failed_run_never_overwrites_a_good_checkpoint(tmp_path, monkeypatch):
+    d = str(tmp_path / "run")
+    cfg = train.preset("smoke", **QUICK)
+
+    def crash_at_6(record):
+        if record["step"] == 6:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        mj.meta_train(cfg, checkpoint_dir=d, seed=0, progress=False, on_step=crash_at_6)
+    good_step = ckpt.latest_step(d)
+    assert good_step == 4  # the checkpoint before the crash
+    before = _flat(mj.load_meta_params(d)[0])
+    # A save that fails half-way (an unserializable leaf in the train state)
+    # leaves the previous step as the newest complete one.
+    real = train._Trainer._arrays
+    monkeypatch.setattr(train._Trainer, "_arrays", lambda self, st: {**real(self, st), "bad": object()})
+    with pytest.raises(Exception):
+        mj.meta_train(cfg, checkpoint_dir=d, seed=0, resume=True, progress=False)
+    assert ckpt.latest_step(d) == good_step
+    np.testing.assert_array_equal(_flat(mj.load_meta_params(d)[0]), before)
