@@ -1,6 +1,12 @@
 """The ``mapa`` command line.
 
     mapa meta-train --preset {smoke,default} --checkpoint-dir DIR [--seed N] [--resume] [--devices N]
+    mapa evaluate [--checkpoint-dir DIR | --pretrained NAME] [--families meta_train,meta_test]
+                  [--seeds N] [--steps T] [--quick] [--json]
+
+``mapa evaluate`` runs a meta-learner (default: the shipped one) against
+grid-tuned proximal baselines on held-out seeds and prints markdown tables and
+a JSON line (``mapa_jax.meta.evaluate``; same as ``benchmarks/evaluate_meta.py``).
 
 ``--devices N`` on a CPU-only machine simulates N CPU devices (set before
 JAX's backend starts).
@@ -25,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="devices of the mesh (on CPU: simulated CPU devices); default all")
     mt.add_argument("--meta-steps", type=int, default=None, help="override the preset's number of meta-steps")
     mt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev = sub.add_parser("evaluate", help="evaluate a meta-learner against tuned proximal baselines")
+    from mapa_jax.meta.evaluate import add_arguments
+
+    add_arguments(ev)
     return ap
 
 
@@ -71,6 +81,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"last meta-loss {last['meta_loss'] if last else 'n/a'}; checkpoint in {args.checkpoint_dir}"
         )
         return 0
+    if args.command == "evaluate":
+        from mapa_jax.meta import evaluate
+
+        return evaluate.run_from_args(args, prog="mapa evaluate")
     return 2
 
 
