@@ -38,13 +38,14 @@ def memory_bytes(config, task, meta, state, t: int, policy) -> int:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--task", default=DEFAULT_TASK, help="task name (default: first task of the default preset)")
+    ap.add_argument("--preset", default="default", help="meta-training preset whose learner and settings to use")
+    ap.add_argument("--task", default=DEFAULT_TASK, help="task name (default: the preset's smallest task)")
     ap.add_argument("--ts", default="100,200,400,800", help="comma-separated unroll lengths T")
     ap.add_argument("--repeats", type=int, default=5, help="timed meta-steps for the throughput")
     ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args(argv)
 
-    cfg_train = train.preset("default")
+    cfg_train = train.preset(args.preset)
     config = cfg_train.meta_learner
     task = tasks_lib.get_task(args.task) if args.task else train.resolve_tasks(cfg_train.tasks)[0]
     meta = mj.init_meta_params(jax.random.key(0), config)
@@ -74,6 +75,7 @@ def main(argv=None) -> dict:
             "plain_bytes": memory_bytes(config, task, meta, state, t, None),
         })
     result = {
+        "preset": args.preset,
         "task": task.name,
         "num_params": task.num_params,
         "meta_batch": cfg_train.meta_batch,
@@ -83,7 +85,8 @@ def main(argv=None) -> dict:
         "memory": memory,
     }
     if not args.json:
-        print(f"task {task.name} ({task.num_params} params), default meta-learner, {jax.default_backend()}")
+        print(f"task {task.name} ({task.num_params} params), meta-learner of preset {args.preset!r}, "
+              f"{jax.default_backend()}")
         print(f"throughput: {inner_steps_per_s:.0f} inner steps/s (meta-batch {cfg_train.meta_batch}, "
               f"H = {cfg_train.horizon}, with meta-gradient)\n")
         print("| T | with jax.checkpoint (MiB) | without (MiB) | reduction |")
