@@ -253,21 +253,36 @@ def proximal_gradient(
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs params.
     """
-    where = "proximal_gradient"
+    return _scheduled_prox("proximal_gradient", ProximalGradientState, learning_rate, l1, l2, prox, mask,
+                           gradient_step=True)
+
+
+def _scheduled_prox(
+    where: str,
+    state_cls: type,
+    learning_rate: optax.ScalarOrSchedule,
+    l1: Any,
+    l2: Any,
+    prox: Optional[ProxFn],
+    mask: MaskOrFn,
+    *,
+    gradient_step: bool,
+) -> optax.GradientTransformationExtraArgs:
+    """PGD (``gradient_step``: the move is ``-lr * g``) or a prox after any update (the move is ``u``)."""
     check_learning_rate(learning_rate, where)
     prox_fn = make_prox(prox, l1, l2, where)
 
-    def init_fn(params: optax.Params) -> ProximalGradientState:
+    def init_fn(params: optax.Params):
         del params
-        return ProximalGradientState(count=jnp.zeros([], jnp.int32))
+        return state_cls(count=jnp.zeros([], jnp.int32))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         check_params(updates, params, where)
         lr = _learning_rate(learning_rate, state.count)
-        moves = jax.tree.map(lambda g: -lr * as_compute_dtype(g), updates)
+        moves = jax.tree.map(lambda g: -lr * as_compute_dtype(g), updates) if gradient_step else updates
         out = proximal_updates(moves, params, lr, resolve_mask(mask, params, where), prox_fn)
-        return out, ProximalGradientState(count=optax.safe_increment(state.count))
+        return out, state_cls(count=optax.safe_increment(state.count))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -293,22 +308,7 @@ def prox_step(
       learning_rate: prox step size ``>= 0`` or an optax schedule.
       l1, l2, prox, mask: as in :func:`proximal_gradient`.
     """
-    where = "prox_step"
-    check_learning_rate(learning_rate, where)
-    prox_fn = make_prox(prox, l1, l2, where)
-
-    def init_fn(params: optax.Params) -> ProxStepState:
-        del params
-        return ProxStepState(count=jnp.zeros([], jnp.int32))
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del extra_args
-        check_params(updates, params, where)
-        lr = _learning_rate(learning_rate, state.count)
-        out = proximal_updates(updates, params, lr, resolve_mask(mask, params, where), prox_fn)
-        return out, ProxStepState(count=optax.safe_increment(state.count))
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return _scheduled_prox("prox_step", ProxStepState, learning_rate, l1, l2, prox, mask, gradient_step=False)
 
 
 def _zeros_like_f(params: optax.Params) -> optax.Updates:

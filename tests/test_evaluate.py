@@ -7,7 +7,6 @@ import io
 import json
 import math
 import pathlib
-import sys
 
 import jax
 import numpy as np

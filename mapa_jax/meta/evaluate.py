@@ -338,7 +338,7 @@ def _stats(values: Sequence[Any], bad: float) -> dict[str, Optional[float]]:
     return {"mean": float(np.mean(arr)) if not np.any(np.isnan(arr)) else math.nan, "std": math.nan}
 
 
-def _metric_name(task: Task, runs: Sequence[Mapping[str, Any]]) -> Optional[str]:
+def _metric_name(runs: Sequence[Mapping[str, Any]]) -> Optional[str]:
     names = [k for k in runs[0]["metrics"]["test"] if k != "loss"]
     for preferred in ("accuracy", "r2", "suboptimality"):
         if preferred in names:
@@ -468,7 +468,7 @@ def compare(
         for name, mp in mapa_runs:
             t0 = time.perf_counter()
             runs = run_seeds(_MapaTx(config), task, seeds, steps, hparams=mp)
-            metric = metric or _metric_name(task, runs)
+            metric = metric or _metric_name(runs)
             methods[name] = {**_summary(runs, metric), "hparams": None,
                              "wall_s": round(time.perf_counter() - t0, 3)}
             tick(f"{task.name} {name}")
@@ -535,7 +535,7 @@ def mean_ranks(result: Mapping[str, Any]) -> dict[str, float]:
             equal = np.sum(losses == losses[i])
             totals[m] += below + (equal + 1) / 2.0
     n = len(result["tasks"])
-    return {m: totals[m] / n for m in methods} if n else {}
+    return {m: float(totals[m] / n) for m in methods} if n else {}
 
 
 def wins(result: Mapping[str, Any], method: str = "mapa") -> dict[str, dict[str, int]]:
@@ -609,6 +609,13 @@ def aggregate(result: Mapping[str, Any], method: str = "mapa", reference: Option
 QUICK = {"seeds": 1, "tasks_per_family": 2, "steps": 50}
 
 
+def _default_steps() -> int:
+    """T of the shipped meta-learner's training: the ``"default"`` preset's ``inner_steps``."""
+    from mapa_jax.meta.train import PRESETS  # local: train needs the 'train' extra
+
+    return PRESETS["default"].inner_steps
+
+
 def _family_tasks(name: str, limit: Optional[int]) -> list[Task]:
     from mapa_jax import tasks as tasks_lib
 
@@ -624,7 +631,7 @@ def report(
     config: MetaLearnerConfig,
     families: Sequence[str] = ("meta_train", "meta_test"),
     seeds: Sequence[int] = (0, 1, 2),
-    steps: int = 200,
+    steps: Optional[int] = None,
     *,
     tasks_per_family: Optional[int] = None,
     source: Optional[Mapping[str, Any]] = None,
@@ -635,7 +642,10 @@ def report(
     ``"meta_train"`` and ``"meta_test"`` are among ``families``.
 
     ``tasks_per_family`` keeps only that many of each family's smallest tasks.
+    ``steps`` defaults to the ``"default"`` meta-training preset's ``inner_steps``.
     """
+    if steps is None:
+        steps = _default_steps()
     t0 = time.perf_counter()
     out: dict[str, Any] = {
         "benchmark": "evaluate_meta",
@@ -675,6 +685,9 @@ def markdown_report(rep: Mapping[str, Any]) -> str:
             cells = []
             for m in methods:
                 s = entry["methods"][m]
+                if not math.isfinite(_finite_or(s["test_loss"]["mean"], math.inf)):
+                    cells.append(f"diverged ({s['finite_fraction']:.0%} of seeds finite)")
+                    continue
                 cell = f"{_fmt(s['test_loss']['mean'])} ± {_fmt(s['test_loss']['std'], 2)}"
                 if s["test_metric"] is not None:
                     cell += f" ({_fmt(s['test_metric']['mean'], 3)})"
@@ -701,7 +714,7 @@ def markdown_report(rep: Mapping[str, Any]) -> str:
             record = f"{w['wins']} / {w['losses']} of {w['tasks']}" if w else "-"
             lines.append(
                 f"| {m} | {agg['mean_rank'][m]:.2f} | {record} "
-                f"| {_fmt(float(np.mean(steps95)) if steps95 else None, 3)} "
+                f"| {f'{np.mean(steps95):.3g}' if steps95 else 'not reached'} "
                 f"| {_fmt(float(np.nanmean(sparsity)) if sparsity else None, 3)} | {finite:.0%} |")
         if "performance" in agg:
             p = agg["performance"]
@@ -777,11 +790,23 @@ def _load(args: argparse.Namespace) -> tuple[Any, MetaLearnerConfig, dict]:
             f"[--pretrained-dir DIR] (shipped: {pretrained.available() or 'none'})."
         )
     meta_params, config, info = pretrained.load_pretrained(name, directory=args.pretrained_dir, with_info=True)
-    source = {"pretrained": name, "directory": os.path.abspath(directory)}
-    for key in ("seed", "command", "train_config"):
-        if key in info:
-            source[key] = info[key]
-    return meta_params, config, source
+    provenance = {k: v for k, v in info.items() if k != "meta_learner"}  # the config is in each result
+    return meta_params, config, {"pretrained": name, "directory": os.path.abspath(directory), "provenance": provenance}
+
+
+def _run_initialization(source: Mapping[str, Any], config: MetaLearnerConfig) -> Any:
+    """The meta-params the meta-training run started from, when the provenance
+    names its configuration and seed (so "random init" is the run's own start);
+    None otherwise (then :func:`compare` uses ``init_meta_params(key(0))``)."""
+    prov = source.get("provenance", {})
+    if "train_config" not in prov or "seed" not in prov:
+        return None
+    from mapa_jax.meta.train import MetaTrainConfig, initial_meta_params
+
+    train_cfg = MetaTrainConfig.from_dict(prov["train_config"])
+    if train_cfg.meta_learner != config:
+        return None
+    return initial_meta_params(train_cfg, int(prov["seed"]))
 
 
 def run_from_args(args: argparse.Namespace, prog: str = "evaluate") -> int:
@@ -799,9 +824,7 @@ def run_from_args(args: argparse.Namespace, prog: str = "evaluate") -> int:
     elif args.quick:
         steps = QUICK["steps"]
     else:
-        from mapa_jax.meta.train import PRESETS
-
-        steps = PRESETS["default"].inner_steps
+        steps = _default_steps()
     if n_seeds < 1 or steps < 1:
         print(f"{prog}: --seeds and --steps must be >= 1, got {n_seeds} and {steps}", file=sys.stderr)
         return 2
@@ -815,7 +838,8 @@ def run_from_args(args: argparse.Namespace, prog: str = "evaluate") -> int:
         return 2
     rep = report(meta_params, config, families, list(range(n_seeds)), steps,
                  tasks_per_family=QUICK["tasks_per_family"] if args.quick else None,
-                 source=source, progress=not args.no_progress and not args.json)
+                 source=source, progress=not args.no_progress and not args.json,
+                 random_meta_params=_run_initialization(source, config))
     rep["quick"] = bool(args.quick)
     if not args.json:
         print(markdown_report(rep))
