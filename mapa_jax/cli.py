@@ -28,9 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the directory")
     mt.add_argument("--devices", type=int, default=None,
-                    help="devices of the mesh (on CPU: simulated CPU devices); default all")
+                    help="devices of the mesh (on CPU: simulated CPU devices); default: as many as divide the meta-batch")
     mt.add_argument("--meta-steps", type=int, default=None, help="override the preset's number of meta-steps")
     mt.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex = sub.add_parser("export", help="write a checkpoint's meta-learner as NAME.msgpack + NAME.json (pretrained format)")
+    ex.add_argument("--checkpoint-dir", required=True)
+    ex.add_argument("--name", default="default")
+    ex.add_argument("--out-dir", default=None, help="default: the package's pretrained/ folder")
     ev = sub.add_parser("evaluate", help="evaluate a meta-learner against tuned proximal baselines")
     from mapa_jax.meta.evaluate import add_arguments
 
@@ -45,8 +49,36 @@ def _cpu_only() -> bool:
     return not any(importlib.util.find_spec(m) for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "libtpu"))
 
 
+def _export(args: argparse.Namespace) -> int:
+    from mapa_jax import pretrained
+    from mapa_jax.meta import checkpoint as ckpt
+
+    try:
+        meta_params, config = ckpt.load_meta_params(args.checkpoint_dir)
+        meta = ckpt.read_meta(args.checkpoint_dir)
+    except ValueError as e:
+        print(f"mapa export: {e}", file=sys.stderr)
+        return 2
+    from mapa_jax.meta.train import PRESETS
+
+    preset = next((n for n, p in PRESETS.items() if p.to_dict() == meta["train_config"]), None)
+    how = f"--preset {preset}" if preset else "(a custom MetaTrainConfig, see train_config)"
+    info = {
+        "produced_by": f"mapa meta-train {how} --checkpoint-dir {args.checkpoint_dir} --seed {meta['seed']}",
+        "seed": meta["seed"],
+        "train_config": meta["train_config"],
+        "meta_steps_run": meta["step"],
+        "skipped_updates": meta["skipped"],
+    }
+    paths = pretrained.export(meta_params, config, info, args.name, directory=args.out_dir)
+    print("wrote " + " and ".join(paths))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "export":
+        return _export(args)
     if args.command == "meta-train":
         if args.devices is not None and args.devices < 1:
             print(f"mapa: --devices must be >= 1, got {args.devices}", file=sys.stderr)

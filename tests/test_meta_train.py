@@ -177,3 +177,15 @@ def test_failed_run_never_overwrites_a_good_checkpoint(tmp_path, monkeypatch):
         mj.meta_train(cfg, checkpoint_dir=d, seed=0, resume=True, progress=False)
     assert ckpt.latest_step(d) == good_step
     np.testing.assert_array_equal(_flat(mj.load_meta_params(d)[0]), before)
+
+
+def test_export_writes_a_loadable_pretrained_meta_learner(tmp_path, smoke_run):
+    from mapa_jax import cli
+
+    result, d, _ = smoke_run
+    assert cli.main(["export", "--checkpoint-dir", d, "--name", "smoke", "--out-dir", str(tmp_path)]) == 0
+    meta, config, info = mj.load_pretrained("smoke", directory=str(tmp_path), with_info=True)
+    assert config == result.config.meta_learner
+    assert info["seed"] == 0 and info["meta_steps_run"] == result.config.meta_steps
+    np.testing.assert_array_equal(_flat(meta), _flat(result.meta_params))
+    assert cli.main(["export", "--checkpoint-dir", str(tmp_path / "missing")]) == 2

@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 
 from mapa_jax.config import MetaLearnerConfig
 
-__all__ = ["save", "restore", "latest_step", "load_meta_params", "CheckpointError"]
+__all__ = ["save", "restore", "latest_step", "read_meta", "load_meta_params", "CheckpointError"]
 
 _ITEMS = ("meta_params", "train_state", "meta")
 
@@ -106,6 +106,15 @@ def restore(directory: str, abstract: Any, step: Optional[int] = None) -> tuple[
                 f"or is corrupt: {e}"
             ) from e
     return step, out["meta_params"], out["train_state"], meta
+
+
+def read_meta(directory: str, step: Optional[int] = None) -> dict:
+    """The JSON metadata (configs, seed, counters) of a checkpoint step (default: newest)."""
+    with _manager(directory, create=False) as mngr:
+        step = mngr.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{directory!r} holds no complete checkpoint.")
+        return _read_meta(mngr, step, directory)
 
 
 def load_meta_params(directory: str, step: Optional[int] = None) -> tuple[Any, MetaLearnerConfig]:
