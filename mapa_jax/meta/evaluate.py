@@ -69,6 +69,22 @@ EVAL_SEED_OFFSET = 1_000_003
 SPARSITY_THRESHOLD = 1e-6
 
 
+def _train(tx: optax.GradientTransformation, task: Task, k_init: jax.Array, k_run: jax.Array,
+           steps: int) -> tuple[Any, jax.Array]:
+    """``steps`` steps of ``tx`` on ``task`` from ``task.init(k_init)``, in one scan:
+    the final params and the minibatch-loss curve (traceable; callers jit it)."""
+    params = task.init(k_init)
+
+    def step(carry, k):
+        params, state = carry
+        loss, grads = jax.value_and_grad(task.loss)(params, task.sample(k))
+        updates, state = tx.update(grads, state, params, value=loss)
+        return (optax.apply_updates(params, updates), state), loss
+
+    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_run, steps))
+    return params, losses
+
+
 def mapa_factory(meta_params: Any, config: MetaLearnerConfig) -> Callable[[Task], optax.GradientTransformation]:
     """``task -> mapa(meta_params, config, graph=task.graph())``."""
     return lambda task: mapa(meta_params, config, graph=task.graph())
@@ -87,16 +103,7 @@ def run(make_tx: Callable[[Task], optax.GradientTransformation], task: Task, see
 
     @jax.jit
     def train(k_init, k_run):
-        params = task.init(k_init)
-
-        def step(carry, k):
-            params, state = carry
-            loss, grads = jax.value_and_grad(task.loss)(params, task.sample(k))
-            updates, state = tx.update(grads, state, params, value=loss)
-            return (optax.apply_updates(params, updates), state), loss
-
-        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_run, steps))
-        return params, losses
+        return _train(tx, task, k_init, k_run, steps)
 
     params, losses = train(k_init, k_run)
     losses = np.asarray(losses)
@@ -170,15 +177,7 @@ def _seeds_runner(make_tx: Callable[[Task, Any], optax.GradientTransformation], 
     def one(hparams: Any, seed: jax.Array):
         tx = make_tx(task, hparams)
         k_init, k_run = jax.random.split(jax.random.key(seed))
-        params = task.init(k_init)
-
-        def step(carry, k):
-            params, state = carry
-            loss, grads = jax.value_and_grad(task.loss)(params, task.sample(k))
-            updates, state = tx.update(grads, state, params, value=loss)
-            return (optax.apply_updates(params, updates), state), loss
-
-        (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_run, steps))
+        params, losses = _train(tx, task, k_init, k_run, steps)
         metrics = {split: dict(task.evaluate(params, split)) for split in SPLITS}
         weights = [p for p in jax.tree.leaves(params) if jnp.ndim(p) >= 2]
         zeros = sum((jnp.sum(jnp.abs(w) < SPARSITY_THRESHOLD) for w in weights), jnp.int32(0))
