@@ -97,6 +97,30 @@ def test_truncations_continue_the_trajectory(setup):
     assert int(s2.opt_state.count) == 10
 
 
+def test_validation_objective_is_the_validation_loss_at_the_end(setup):
+    task, meta, state = setup
+    # The same task with a validation split of its own (other inputs and targets).
+    xv = jax.random.normal(jax.random.key(11), (32, 4))
+    yv = jnp.cos(xv[:, :1])
+
+    def evaluate(p, split):
+        if split == "validation":
+            w2, w1 = p["Dense_0"], p["Dense_1"]  # Dense_0 is the output layer (built first)
+            pred = jnp.tanh(xv @ w1["kernel"] + w1["bias"]) @ w2["kernel"] + w2["bias"]
+            return {"loss": jnp.mean((pred - yv) ** 2)}
+        return task.evaluate(p, split)
+
+    vtask = Task("test/tiny_val", task.kind, task.init, task.sample, task.loss, evaluate, task.graph, task.num_params)
+    meta_loss, (new_state, _) = unroll.truncated_unroll(meta, CFG, vtask, state, 4, objective="validation")
+    expected = evaluate(new_state.params, "validation")["loss"] / state.loss0
+    np.testing.assert_allclose(meta_loss, expected, rtol=1e-6)
+    final, _ = unroll.truncated_unroll(meta, CFG, vtask, state, 4, objective="final")
+    assert abs(float(final) - float(meta_loss)) > 1e-4  # another number than the minibatch loss
+    g = jax.grad(lambda m: unroll.truncated_unroll(m, CFG, vtask, state, 4, objective="validation")[0])(meta)
+    norms = [float(jnp.abs(x).sum()) for x in jax.tree.leaves(g)]
+    assert all(np.isfinite(norms)) and sum(norms) > 0
+
+
 def _batch(meta, task, n):
     keys = jax.random.split(jax.random.key(7), n)
     return jax.tree.map(np.asarray, jax.vmap(lambda k: unroll.init_inner_state(meta, CFG, task, k))(keys))

@@ -73,7 +73,9 @@ class MetaTrainConfig:
       clip_norm: meta-gradient global-norm clipping.
       replay_size: trajectories in flight (paper: 100).
       baseline_decay: decay of the per-family moving-average baseline.
-      objective: ``"final"`` or ``"mean"`` loss of each truncation.
+      objective: ``"final"`` or ``"mean"`` minibatch loss of each truncation,
+        or ``"validation"``: the validation-split loss at its end (see
+        :func:`~mapa_jax.meta.unroll.truncated_unroll`).
       checkpoint_policy: ``jax.checkpoint`` policy of the unroll, or None.
       second_order: differentiate through the inner gradients.
       checkpoint_every: meta-updates between checkpoints.

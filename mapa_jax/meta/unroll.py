@@ -37,7 +37,7 @@ CHECKPOINT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "everything_saveable": jax.checkpoint_policies.everything_saveable,
 }
-OBJECTIVES = ("final", "mean")
+OBJECTIVES = ("final", "mean", "validation")
 
 
 class InnerState(NamedTuple):
@@ -93,9 +93,12 @@ def truncated_unroll(
       task: the inner problem.
       state: where the trajectory stands (its arrays are treated as constants).
       horizon: H, the truncation length (>= 1).
-      objective: ``"final"``, the loss after the last step, or ``"mean"``, the
-        mean loss over the truncation; both divided by the trajectory's
-        initial loss (normalized per task).
+      objective: ``"final"``, the minibatch loss after the last step,
+        ``"mean"``, the mean minibatch loss over the truncation, or
+        ``"validation"``, the loss on the task's whole validation split after
+        the last step (what the evaluation protocol selects baselines by, so
+        that a meta-learner is not rewarded for overfitting the train split);
+        each divided by the trajectory's initial loss (normalized per task).
       checkpoint: a :data:`CHECKPOINT_POLICIES` name, or None for a plain scan.
       second_order: if False (default) inner gradients are constants w.r.t.
         the meta-params.
@@ -151,6 +154,8 @@ def truncated_unroll(
     final = task.loss(params, task.sample(k_eval))
     if objective == "final":
         meta_loss = final / state.loss0
+    elif objective == "validation":
+        meta_loss = task.evaluate(params, "validation")["loss"] / state.loss0
     else:
         meta_loss = jnp.mean(jnp.concatenate([losses[1:], final[None]])) / state.loss0
     new_state = jax.lax.stop_gradient(
