@@ -114,6 +114,7 @@ def test_unknown_preset_and_task_names_raise():
         (dict(inner_steps=10, min_inner_steps=20), "min_inner_steps must be <= inner_steps"),
         (dict(meta_batch=0), "meta_batch must be an integer >= 1"),
         (dict(objective="best"), "objective must be one of"),
+        (dict(normalize_by_family=1), "normalize_by_family must be True or False"),
     ],
 )
 def test_invalid_configuration_raises(overrides, match):

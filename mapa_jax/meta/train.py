@@ -73,6 +73,9 @@ class MetaTrainConfig:
       clip_norm: meta-gradient global-norm clipping.
       replay_size: trajectories in flight (paper: 100).
       baseline_decay: decay of the per-family moving-average baseline.
+      normalize_by_family: scale each task family's meta-gradients by the
+        inverse of its moving-average meta-loss (every family weighs the same
+        in relative terms); False: meta-gradients are averaged as they come.
       objective: ``"final"`` or ``"mean"`` minibatch loss of each truncation,
         or ``"validation"``: the validation-split loss at its end (see
         :func:`~mapa_jax.meta.unroll.truncated_unroll`).
@@ -94,6 +97,7 @@ class MetaTrainConfig:
     clip_norm: float = 1.0
     replay_size: int = 100
     baseline_decay: float = 0.9
+    normalize_by_family: bool = True
     objective: str = "final"
     checkpoint_policy: Optional[str] = "nothing_saveable"
     second_order: bool = False
@@ -124,6 +128,9 @@ class MetaTrainConfig:
                 raise bad(name, v, "a finite number > 0")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise bad("baseline_decay", self.baseline_decay, "in [0, 1)")
+        for name in ("normalize_by_family", "second_order"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, getattr(self, name), "True or False")
         if self.objective not in OBJECTIVES:
             raise bad("objective", self.objective, f"one of {OBJECTIVES}")
         if self.checkpoint_policy is not None and self.checkpoint_policy not in CHECKPOINT_POLICIES:
@@ -412,7 +419,7 @@ class _Trainer:
             base = st["baselines"].get(family, loss)
             base = cfg.baseline_decay * base + (1 - cfg.baseline_decay) * loss
             st["baselines"][family] = base
-            scale = 1.0 / max(base, 1e-6)
+            scale = 1.0 / max(base, 1e-6) if cfg.normalize_by_family else 1.0
             st["grad_acc"] = jax.tree.map(lambda a, g: a + scale * g, st["grad_acc"], grads)
             st["acc_count"] += 1
         st["step"] += 1
