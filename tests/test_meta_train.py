@@ -45,6 +45,19 @@ def test_smoke_run_writes_checkpoint_metrics_and_plot(smoke_run):
     np.testing.assert_array_equal(_flat(meta), _flat(result.meta_params))
 
 
+def test_evaluating_a_checkpoint_compares_with_the_runs_own_initialization(smoke_run):
+    import argparse
+
+    result, d, _ = smoke_run
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    meta, config, source = evaluate._load(parser.parse_args(["--checkpoint-dir", d]))
+    assert source["provenance"]["seed"] == 0
+    start = evaluate._run_initialization(source, config)
+    np.testing.assert_array_equal(_flat(start), _flat(train.initial_meta_params(result.config, 0)))
+    assert not np.array_equal(_flat(start), _flat(meta))
+
+
 def test_learning_happens_smoke_beats_its_random_initialization(smoke_run):
     result, _, _ = smoke_run
     cfg = result.config.meta_learner

@@ -773,10 +773,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, MetaLearnerConfig, dict]:
     from mapa_jax import pretrained
 
     if args.checkpoint_dir is not None:
-        from mapa_jax.meta.checkpoint import load_meta_params
+        from mapa_jax.meta.checkpoint import load_meta_params, read_meta
 
         meta_params, config = load_meta_params(args.checkpoint_dir)
-        return meta_params, config, {"checkpoint_dir": os.path.abspath(args.checkpoint_dir)}
+        meta = read_meta(args.checkpoint_dir)  # the run's configuration and seed: its own random init
+        provenance = {"train_config": meta["train_config"], "seed": meta["seed"], "meta_steps_run": meta["step"]}
+        return meta_params, config, {"checkpoint_dir": os.path.abspath(args.checkpoint_dir), "provenance": provenance}
     name = args.pretrained if args.pretrained is not None else pretrained.DEFAULT
     directory = args.pretrained_dir or pretrained.PRETRAINED_DIR
     if args.pretrained is None and not os.path.exists(os.path.join(directory, f"{name}.msgpack")):
