@@ -450,7 +450,7 @@ class _Trainer:
         if st["acc_count"] == 0:
             return {"updated": False}
         grads = jax.tree.map(lambda a: a / st["acc_count"], st["grad_acc"])
-        norm = float(optax.global_norm(grads))
+        norm = float(optax.tree.norm(grads))
         if math.isfinite(norm):
             updates, st["opt_state"] = self.meta_opt.update(grads, st["opt_state"], st["meta_params"])
             st["meta_params"] = optax.apply_updates(st["meta_params"], updates)
