@@ -173,11 +173,11 @@ def mapa(
         default: tensors with ``ndim >= 2``. Unmasked tensors take ``-eta * d``.
       skip_nonfinite: check every gradient entry (one extra read of the
         gradients, a plain sum per tensor) and turn a step with a non-finite
-        gradient or loss into a zero update. False skips that pass: the
-        features then come from the subsample alone, only a non-finite loss or
-        sampled entry skips a step, and other non-finite entries reach the
-        parameters as with plain optax optimizers (``optax.apply_if_finite``
-        guards them at the same cost as the check). See
+        gradient or loss into a zero update. False skips that pass: only a
+        non-finite loss or sampled entry (the features' subsample) skips a
+        step, and other non-finite entries reach the parameters as with plain
+        optax optimizers (``optax.apply_if_finite`` guards them at the same
+        cost as the check). The features never wait for the check. See
         ``benchmarks/overhead.py`` for what the pass costs.
 
     Returns:
@@ -246,17 +246,20 @@ def mapa(
         prev_lam = jnp.stack(treedef.flatten_up_to(state.lam))
         prev_tau = jnp.stack(treedef.flatten_up_to(state.tau))
 
-        # 1. Per-tensor statistics: a sum over each gradient, the rest subsampled.
-        stats = features.tensor_statistics(g_leaves, p_leaves, prev_tau, full_sum=skip_nonfinite)
-        # A non-finite gradient entry makes its tensor's grad_sum non-finite.
+        # 1. Per-tensor statistics from a subsample. They are sanitized on
+        # their own (a non-finite sampled entry or loss zeroes them: NaNs would
+        # poison meta-gradients through the `where`s below even on discarded
+        # steps), so that the meta-learner's work does not wait for the full
+        # finiteness pass and can run alongside it.
+        stats = features.tensor_statistics(g_leaves, p_leaves, prev_tau)
         finite = jnp.all(jnp.isfinite(stats))
         if value is not None:
             value = jnp.asarray(value, jnp.float32)
             finite = finite & jnp.isfinite(value)
             value = jnp.where(finite, value, 0.0)
-        # Keep everything downstream finite on a bad step (its results are
-        # discarded below, but NaNs would still poison gradients through where).
         stats = jnp.where(finite, stats, 0.0)
+        if skip_nonfinite:
+            finite = finite & features.gradients_finite(g_leaves)
 
         # 2. Features over the window, 3. LSTM step with FiLM, 4. bounded heads.
         sizes = jnp.asarray([float(np.prod(jnp.shape(p))) for p in p_leaves], jnp.float32)

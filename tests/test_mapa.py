@@ -337,3 +337,43 @@ def test_unguarded_mode_skips_the_full_pass_but_still_skips_a_non_finite_loss():
     u, s1 = tx.update(g, s, params, value=jnp.float32(jnp.nan))
     assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
     assert int(s1.notfinite_count) == 1
+
+
+def test_sample_is_evenly_spaced_contiguous_blocks_and_exact_for_small_tensors():
+    small = jnp.arange(100.0)
+    np.testing.assert_array_equal(features._sample(small, 128), np.concatenate([np.arange(100.0), np.zeros(28)]))
+    n, blocks = features.SAMPLE_SIZE, features.SAMPLE_BLOCKS
+    big = jnp.arange(250 * 811, dtype=jnp.float32).reshape(250, 811)  # not a multiple of the block
+    s = np.asarray(features._sample(big, n)).reshape(blocks, n // blocks)
+    np.testing.assert_array_equal(np.diff(s, axis=1), 1.0)  # each block is contiguous
+    starts = s[:, 0]
+    assert starts[0] == 0 and len(set(np.diff(starts))) == 1  # evenly spaced
+    assert starts[-1] + n // blocks > 0.9 * big.size  # spans the tensor
+    # The statistics of a large tensor estimate the exact ones.
+    g = jax.random.normal(jax.random.key(0), (300, 400)) * 0.5
+    p = jax.random.normal(jax.random.key(1), (300, 400)) + 0.3 * g
+    stats = features.tensor_statistics([g], [p], jnp.array([0.5]))[0]
+    exact = [jnp.mean(jnp.abs(g)), jnp.mean(p * p), jnp.mean(g * p), jnp.mean(g * g), jnp.mean(jnp.abs(p) < 0.5)]
+    np.testing.assert_allclose(stats, np.asarray(exact), rtol=0.05, atol=0.03)  # ~4 standard errors
+
+
+def test_guard_catches_a_nan_outside_the_sample_and_does_not_change_finite_steps():
+    params = {"w": jnp.ones((200, 300)) * 0.1, "b": jnp.zeros((300,))}
+    g = jax.tree.map(lambda x: jnp.full_like(x, 0.01), params)
+    cfg = mj.MetaLearnerConfig(**SMALL)
+    meta = mj.init_meta_params(jax.random.key(0), cfg)
+    guarded, unguarded = mj.mapa(meta, cfg), mj.mapa(meta, cfg, skip_nonfinite=False)
+    s = guarded.init(params)
+    u_g, s_g = jax.jit(guarded.update)(g, s, params)
+    u_u, s_u = jax.jit(unguarded.update)(g, s, params)
+    chex.assert_trees_all_equal((u_g, s_g), (u_u, s_u))  # the check changes nothing on finite steps
+    # An entry the subsample does not see (the sample of w is 64 blocks of 64
+    # from a 60000-entry tensor; entry 100 lies between the first two blocks).
+    sample = np.asarray(features._sample(jnp.arange(params["w"].size, dtype=jnp.float32), features.SAMPLE_SIZE))
+    assert 100 not in sample
+    bad = {"w": g["w"].reshape(-1).at[100].set(jnp.inf).reshape(g["w"].shape), "b": g["b"]}
+    u, s1 = jax.jit(guarded.update)(bad, s, params)
+    assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
+    assert int(s1.notfinite_count) == 1
+    u, s1 = jax.jit(unguarded.update)(bad, s, params)  # unguarded: documented to let it through
+    assert int(s1.notfinite_count) == 0 and not np.all(np.isfinite(np.asarray(u["w"])))
