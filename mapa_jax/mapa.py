@@ -304,23 +304,28 @@ def mapa(
 
         # 7. A non-finite step changes nothing but the counter.
         out = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), out)
-        new_state = MapaState(
-            count=state.count + 1,
-            notfinite_count=state.notfinite_count,
-            lstm=lstm,
-            film=state.film,
-            history=history,
-            loss_history=loss_history,
-            loss_first=features.first_loss(state.loss_first, state.count, value),
-            eta=treedef.unflatten(list(eta)),
-            lam=treedef.unflatten(list(lam)),
-            tau=treedef.unflatten(list(tau)),
-            mu=(),
-            nu=(),
+        def keep(new, old):
+            return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+        # The per-tensor outputs are selected as (n,) vectors, then split into
+        # trees: three small kernels rather than one per tensor and output.
+        eta, lam, tau = (
+            treedef.unflatten(list(keep(new, old)))
+            for new, old in ((eta, prev_eta), (lam, prev_lam), (tau, prev_tau))
         )
-        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state._replace(mu=(), nu=()))
-        new_state = new_state._replace(
-            notfinite_count=state.notfinite_count + (~finite).astype(jnp.int32), mu=mu, nu=nu
+        new_state = MapaState(
+            count=state.count + finite.astype(jnp.int32),
+            notfinite_count=state.notfinite_count + (~finite).astype(jnp.int32),
+            lstm=keep(lstm, state.lstm),
+            film=state.film,
+            history=keep(history, state.history),
+            loss_history=keep(loss_history, state.loss_history),
+            loss_first=keep(features.first_loss(state.loss_first, state.count, value), state.loss_first),
+            eta=eta,
+            lam=lam,
+            tau=tau,
+            mu=mu,
+            nu=nu,
         )
         return out, new_state
 
