@@ -4,11 +4,12 @@ The meta-learner never sees whole tensors. Each step reduces every tensor to a
 few statistics (:func:`tensor_statistics`, from a small subsample of each
 tensor; :func:`gradients_finite` is the one full pass, a plain sum over each
 gradient to detect non-finite steps), keeps the last k steps of those
-statistics in a small ring of shape ``(k, n_tensors, HISTORY_SIZE)`` and turns them into scale-free features
-(:func:`trajectory_features`): clipped log-magnitudes, their deviation and slope
-over the window, the gradient/parameter alignment, the fraction of weights under
-the current threshold, loss features relative to the loss's own recent scale,
-and a step-count embedding. Without a loss (``value=None``) the loss features
+statistics in a small ring of shape ``(k, n_tensors, HISTORY_SIZE)`` and turns
+them into scale-free features (:func:`trajectory_features`): clipped
+log-magnitudes, their deviation and slope over the window, the
+gradient/parameter alignment, the fraction of weights under the current
+threshold, loss features relative to the loss's own recent scale, and a
+step-count embedding. Without a loss (``value=None``) the loss features
 are zero and a flag says so.
 """
 
