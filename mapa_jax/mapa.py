@@ -304,15 +304,10 @@ def mapa(
 
         # 7. A non-finite step changes nothing but the counter.
         out = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), out)
+
         def keep(new, old):
             return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
-        # The per-tensor outputs are selected as (n,) vectors, then split into
-        # trees (XLA compiles this to the same kernels as a per-leaf select).
-        eta, lam, tau = (
-            treedef.unflatten(list(keep(new, old)))
-            for new, old in ((eta, prev_eta), (lam, prev_lam), (tau, prev_tau))
-        )
         new_state = MapaState(
             count=state.count + finite.astype(jnp.int32),
             notfinite_count=state.notfinite_count + (~finite).astype(jnp.int32),
@@ -321,9 +316,9 @@ def mapa(
             history=keep(history, state.history),
             loss_history=keep(loss_history, state.loss_history),
             loss_first=keep(features.first_loss(state.loss_first, state.count, value), state.loss_first),
-            eta=eta,
-            lam=lam,
-            tau=tau,
+            eta=keep(treedef.unflatten(list(eta)), state.eta),
+            lam=keep(treedef.unflatten(list(lam)), state.lam),
+            tau=keep(treedef.unflatten(list(tau)), state.tau),
             mu=mu,
             nu=nu,
         )
