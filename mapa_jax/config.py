@@ -37,6 +37,13 @@ class MetaLearnerConfig:
         (paper: 0.1).
       use_architecture: condition on the GNN embedding of the architecture
         through FiLM. False gives the generic learned optimizer (no GNN, no FiLM).
+      film_heads: besides FiLM on the LSTM output (Eq. 20), add a per-tensor
+        shift computed from the same conditioning input (``e_A``, the tensor's
+        node state and its static features) directly to the three head
+        outputs, starting at zero. Ours, not the paper's: through FiLM alone an
+        architecture reaches eta, lambda and tau only through the product of two
+        near-zero initializations (FiLM's and the heads'), so a meta-learner
+        learns per-architecture values slowly. Needs ``use_architecture``.
       init_eta: initial ``eta / eta_max`` (sets the head's bias), in (0, 1).
       init_lam: initial ``lam`` (sets the head's bias), > 0.
       init_tau: initial ``tau / tau_max`` (sets the head's bias), in (0, 1).
@@ -52,6 +59,7 @@ class MetaLearnerConfig:
     eta_max: float = 0.01
     tau_max: float = 0.1
     use_architecture: bool = True
+    film_heads: bool = False
     init_eta: float = 0.5
     init_lam: float = 1e-3
     init_tau: float = 0.1
@@ -83,8 +91,12 @@ class MetaLearnerConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
                 raise bad(name, value, "in [0, 1)")
-        if not isinstance(self.use_architecture, bool):
-            raise bad("use_architecture", self.use_architecture, "a bool")
+        for name in ("use_architecture", "film_heads"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, getattr(self, name), "a bool")
+        if self.film_heads and not self.use_architecture:
+            raise ValueError("MetaLearnerConfig.film_heads=True needs use_architecture=True (it shifts the "
+                             "heads by the architecture conditioning).")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (for checkpoints and provenance files)."""

@@ -55,8 +55,9 @@ class MapaState(NamedTuple):
       count: finite steps taken.
       notfinite_count: steps skipped because gradients or loss were not finite.
       lstm: ``(c, h)``, each ``(n_tensors, lstm_hidden)``.
-      film: ``(gamma, beta)``, each ``(n_tensors, lstm_hidden)``: the
-        architecture conditioning, computed at init.
+      film: ``(gamma, beta, shift)``: the architecture conditioning, computed
+        at init; ``gamma, beta`` are ``(n_tensors, lstm_hidden)``, ``shift``
+        ``(n_tensors, 3)`` (zeros unless ``config.film_heads``).
       history: ``(window, n_tensors, HISTORY_SIZE)`` per-tensor statistics of
         the last steps (never copies of tensors).
       loss_history: ``(window,)`` last losses.
@@ -69,7 +70,7 @@ class MapaState(NamedTuple):
     count: Array
     notfinite_count: Array
     lstm: tuple[Array, Array]
-    film: tuple[Array, Array]
+    film: tuple[Array, Array, Array]
     history: Array
     loss_history: Array
     loss_first: Array
@@ -208,11 +209,11 @@ def mapa(
         leaf_nodes = jnp.asarray(architecture.module_index(params), jnp.int32)
         prox_mask = resolve_mask(mask, params, "mapa")
         static = networks.static_features([jnp.shape(x) for x in leaves], prox_mask)
-        gamma, beta = model.apply(meta_params, g, leaf_nodes, static, method="condition")
+        gamma, beta, shift = model.apply(meta_params, g, leaf_nodes, static, method="condition")
         n = len(leaves)
         zeros = jnp.zeros((n, config.lstm_hidden), jnp.float32)
         # Before any step the outputs are the heads' response to a zero LSTM state.
-        raw = model.apply(meta_params, beta, method=lambda m, h: m.heads(h))
+        raw = model.apply(meta_params, beta, method=lambda m, h: m.heads(h)) + shift
         eta, lam, tau = networks.heads_to_params(raw, config)
         treedef = jax.tree.structure(params)
         moments = (
@@ -224,7 +225,7 @@ def mapa(
             count=jnp.zeros([], jnp.int32),
             notfinite_count=jnp.zeros([], jnp.int32),
             lstm=(zeros, jnp.zeros_like(zeros)),
-            film=(gamma, beta),
+            film=(gamma, beta, shift),
             history=jnp.zeros((k, n, features.HISTORY_SIZE), jnp.float32),
             loss_history=jnp.zeros((k,), jnp.float32),
             loss_first=jnp.zeros([], jnp.float32),
@@ -278,8 +279,7 @@ def mapa(
             eta_max=config.eta_max,
             tau_max=config.tau_max,
         )
-        gamma, beta = state.film
-        lstm, raw = model.apply(meta_params, state.lstm, feats, gamma, beta, method="step")
+        lstm, raw = model.apply(meta_params, state.lstm, feats, *state.film, method="step")
         eta, lam, tau = networks.heads_to_params(raw, config)
 
         # 5. Direction, 6. prox step on masked tensors.

@@ -13,7 +13,9 @@ Paper mapping (000_2d7d8b054c4bbeae.txt, Section IV):
   :mod:`mapa_jax.features` (Eq. 19; shared weights, layer norm on the output),
   FiLM (Eq. 20) whose ``gamma, beta`` come from ``[e_A || h_node || static]``,
   so that tensors of one network get different parameters, and the bounded
-  heads of Eq. 21-23.
+  heads of Eq. 21-23. With ``film_heads`` the same conditioning input also
+  shifts the three head outputs directly (ours; see
+  :class:`~mapa_jax.config.MetaLearnerConfig`).
 
 The conditioning (GNN + FiLM coefficients) runs once per optimizer ``init``;
 ``step`` runs every update and costs one small LSTM step per tensor.
@@ -112,6 +114,9 @@ class MetaLearner(nn.Module):
                 kernel_init=nn.initializers.variance_scaling(0.01, "fan_in", "normal"),
                 name="film",
             )
+            if c.film_heads:
+                # Starts at zero: the first outputs are still the configured init_*.
+                self.head_shift = nn.Dense(3, kernel_init=nn.initializers.zeros, use_bias=False, name="head_shift")
         self.input_norm = nn.LayerNorm(name="input_norm")
         self.lstm = nn.OptimizedLSTMCell(c.lstm_hidden, name="lstm")
         self.output_norm = nn.LayerNorm(name="output_norm")
@@ -123,8 +128,11 @@ class MetaLearner(nn.Module):
             name="heads",
         )
 
-    def condition(self, graph: jraph.GraphsTuple | None, leaf_nodes: Array, static: Array) -> tuple[Array, Array]:
-        """FiLM coefficients ``(gamma, beta)``, each ``(n_tensors, lstm_hidden)``.
+    def condition(
+        self, graph: jraph.GraphsTuple | None, leaf_nodes: Array, static: Array
+    ) -> tuple[Array, Array, Array]:
+        """FiLM coefficients ``(gamma, beta)``, each ``(n_tensors, lstm_hidden)``,
+        and the head shift ``(n_tensors, 3)`` (zeros without ``film_heads``).
 
         Args:
           graph: the architecture graph (ignored without ``use_architecture``).
@@ -134,28 +142,29 @@ class MetaLearner(nn.Module):
         n = static.shape[0]
         hidden = self.config.lstm_hidden
         if not self.config.use_architecture:
-            return jnp.ones((n, hidden)), jnp.zeros((n, hidden))
+            return jnp.ones((n, hidden)), jnp.zeros((n, hidden)), jnp.zeros((n, 3))
         node_states, e_arch = self.gnn(graph)
         cond = jnp.concatenate(
             [jnp.broadcast_to(e_arch, (n, e_arch.shape[-1])), node_states[leaf_nodes], static], -1
         )
         film = self.film(cond)
-        return 1.0 + film[:, :hidden], film[:, hidden:]
+        shift = self.head_shift(cond) if self.config.film_heads else jnp.zeros((n, 3))
+        return 1.0 + film[:, :hidden], film[:, hidden:], shift
 
     def step(
-        self, carry: tuple[Array, Array], features: Array, gamma: Array, beta: Array
+        self, carry: tuple[Array, Array], features: Array, gamma: Array, beta: Array, shift: Array
     ) -> tuple[tuple[Array, Array], Array]:
         """One LSTM step for all tensors; returns the new carry and raw head outputs (n, 3)."""
         carry, h = self.lstm(carry, self.input_norm(features))
         h = gamma * self.output_norm(h) + beta
-        return carry, self.heads(h)
+        return carry, self.heads(h) + shift
 
     def __call__(self, graph, leaf_nodes, static, features):
         """Runs ``condition`` and one ``step`` (used to initialize all parameters)."""
-        gamma, beta = self.condition(graph, leaf_nodes, static)
+        gamma, beta, shift = self.condition(graph, leaf_nodes, static)
         n = features.shape[0]
         zeros = jnp.zeros((n, self.config.lstm_hidden))
-        return self.step((zeros, zeros), features, gamma, beta)
+        return self.step((zeros, zeros), features, gamma, beta, shift)
 
 
 def heads_to_params(raw: Array, config: MetaLearnerConfig) -> tuple[Array, Array, Array]:

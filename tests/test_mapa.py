@@ -291,6 +291,8 @@ def test_config_rejects_out_of_range_values():
         (dict(tau_max=float("inf")), "tau_max must be a finite number > 0"),
         (dict(init_eta=1.0), "init_eta must be in the open interval"),
         (dict(b2=1.0), "b2 must be in"),
+        (dict(film_heads=1), "film_heads must be a bool"),
+        (dict(film_heads=True, use_architecture=False), "film_heads=True needs use_architecture=True"),
     ]:
         with pytest.raises(ValueError, match=match):
             mj.MetaLearnerConfig(**kw)

@@ -1,10 +1,14 @@
 """Tests for the Flax meta-learner modules (mapa_jax.networks)."""
 
+import dataclasses
+
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
+import optax
 
 import mapa_jax as mj
 from mapa_jax import networks
@@ -112,6 +116,49 @@ def test_film_gives_tensors_of_one_network_different_conditioning():
     meta = mj.init_meta_params(jax.random.key(0), cfg)
     params = MLP((8, 8, 1)).init(jax.random.key(0), jnp.ones((1, 3)))["params"]
     tx = mj.mapa(meta, cfg)
-    gamma, beta = tx.init(params).film
+    gamma, beta, shift = tx.init(params).film
     # kernels of different layers get different FiLM coefficients
     assert np.max(np.abs(np.asarray(beta[1]) - np.asarray(beta[3]))) > 0
+
+
+def test_film_heads_start_at_the_configured_outputs_and_shift_each_tensor():
+    cfg = mj.MetaLearnerConfig(lstm_hidden=8, gnn_hidden=8, film_heads=True)
+    meta = mj.init_meta_params(jax.random.key(0), cfg)
+    plain = mj.init_meta_params(jax.random.key(0), dataclasses.replace(cfg, film_heads=False))
+    params = MLP((8, 8, 1)).init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+    # zero at init: the same first outputs as without the shift
+    state = mj.mapa(meta, cfg).init(params)
+    np.testing.assert_array_equal(state.film[2], 0.0)
+    ref = mj.mapa(plain, dataclasses.replace(cfg, film_heads=False)).init(params)
+    for name in ("eta", "lam", "tau"):
+        chex.assert_trees_all_close(getattr(state, name), getattr(ref, name))
+    # a nonzero kernel moves each tensor's raw outputs by its own conditioning
+    kernel = meta["params"]["head_shift"]["kernel"]
+    meta = {"params": {**meta["params"], "head_shift": {"kernel": jnp.ones_like(kernel)}}}
+    shift = np.asarray(mj.mapa(meta, cfg).init(params).film[2])
+    assert shift.shape == (len(jax.tree.leaves(params)), 3)
+    assert np.ptp(shift[:, 0]) > 0
+
+
+def test_film_heads_receive_a_meta_gradient():
+    cfg = mj.MetaLearnerConfig(lstm_hidden=8, gnn_hidden=8, film_heads=True, direction="adam")
+    meta = mj.init_meta_params(jax.random.key(0), cfg)
+    model = MLP((8, 8, 1))
+    params = model.init(jax.random.key(0), jnp.ones((1, 3)))["params"]
+    x = jax.random.normal(jax.random.key(1), (32, 3))
+    y = jnp.sum(x, -1, keepdims=True)
+
+    def loss_fn(p):
+        return jnp.mean((model.apply({"params": p}, x) - y) ** 2)
+
+    def unrolled(meta):
+        tx = mj.mapa(meta, cfg)
+        p, s = params, tx.init(params)
+        for _ in range(3):
+            loss, g = jax.value_and_grad(loss_fn)(p)
+            u, s = tx.update(g, s, p, value=loss)
+            p = optax.apply_updates(p, u)
+        return loss_fn(p)
+
+    grad = jax.grad(unrolled)(meta)["params"]["head_shift"]["kernel"]
+    assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).sum()) > 0
