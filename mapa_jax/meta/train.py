@@ -181,8 +181,8 @@ PRESETS: dict[str, MetaTrainConfig] = {
     # The shipped default: at most an hour on a 2-core CPU. The meta-loss is
     # the validation loss (what the evaluation selects baselines by) at the
     # end of long truncations (H = 100 of T = 200; with H = 20 the learner
-    # learned to shrink eta on every task, the short-horizon bias), 8
-    # trajectories per truncation, a meta-update every 8 at meta-lr 3e-4,
+    # learned one early eta decay, within 40-80 steps, for every task: the
+    # short-horizon bias), 8 trajectories per truncation, a meta-update every 8 at meta-lr 3e-4,
     # and lambda starting at 1e-4. The runs behind these choices are in the
     # README (Benchmarks: "What we tried").
     "default": MetaTrainConfig(
