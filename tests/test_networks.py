@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import jraph
 import numpy as np
-import optax
 
 import mapa_jax as mj
 from mapa_jax import networks
@@ -140,7 +139,7 @@ def test_film_heads_start_at_the_configured_outputs_and_shift_each_tensor():
     assert np.ptp(shift[:, 0]) > 0
 
 
-def test_film_heads_receive_a_meta_gradient():
+def test_film_heads_receive_a_meta_gradient(unrolled_loss):
     cfg = mj.MetaLearnerConfig(lstm_hidden=8, gnn_hidden=8, film_heads=True, direction="adam")
     meta = mj.init_meta_params(jax.random.key(0), cfg)
     model = MLP((8, 8, 1))
@@ -151,14 +150,5 @@ def test_film_heads_receive_a_meta_gradient():
     def loss_fn(p):
         return jnp.mean((model.apply({"params": p}, x) - y) ** 2)
 
-    def unrolled(meta):
-        tx = mj.mapa(meta, cfg)
-        p, s = params, tx.init(params)
-        for _ in range(3):
-            loss, g = jax.value_and_grad(loss_fn)(p)
-            u, s = tx.update(g, s, p, value=loss)
-            p = optax.apply_updates(p, u)
-        return loss_fn(p)
-
-    grad = jax.grad(unrolled)(meta)["params"]["head_shift"]["kernel"]
+    grad = jax.grad(lambda m: unrolled_loss(m, cfg, params, loss_fn, 3))(meta)["params"]["head_shift"]["kernel"]
     assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).sum()) > 0
