@@ -150,6 +150,48 @@ def test_performance_and_transfer_score_follow_their_definition():
     assert ev.transfer_score(train, _hand_made({"e": {"mapa": 1.0, "prox_adam": None}}))["score"] is None
 
 
+def _per_seed(losses):
+    """A compare-shaped result from {task: {method: [test loss per seed]}} (None: diverged)."""
+    def summary(values):
+        finite = [v for v in values if v is not None]
+        mean = float(np.mean(finite)) if len(finite) == len(values) else None
+        return {"test_loss": {"mean": mean, "std": 0.0},
+                "per_seed": [{"seed": i, "test_loss": v} for i, v in enumerate(values)]}
+    return {"tasks": {t: {"methods": {m: summary(v) for m, v in ms.items()}} for t, ms in losses.items()}}
+
+
+def test_paired_counts_seed_pairs_with_a_sign_test_and_bootstraps_the_geometric_mean():
+    # 10 tasks x 1 seed where mapa is lower on 9: p = 2 * (C(10,0) + C(10,1)) / 2**10.
+    res = _per_seed({f"t{i}": {"mapa": [1.0], "prox_adam": [2.0 if i else 0.5]} for i in range(10)})
+    pr = ev.paired(res)
+    assert (pr["wins"], pr["losses"], pr["ties"]) == (9, 1, 0)
+    assert pr["sign_test_p"] == pytest.approx(2 * 11 / 1024)
+    assert pr["geomean_ratio"] == pytest.approx(math.exp((9 * math.log(2.0) + math.log(0.5)) / 10))
+    lo, hi = pr["ci95"]
+    assert lo < pr["geomean_ratio"] < hi and 0.5 <= lo and hi <= 2.0
+    assert ev.paired(res, resamples=500, seed=1)["geomean_ratio"] == pr["geomean_ratio"]
+    # Equal everywhere: all ties, p = 1, a degenerate interval at 1.
+    same = ev.paired(_per_seed({"a": {"mapa": [1.0, 2.0], "prox_adam": [1.0, 2.0]}}))
+    assert (same["wins"], same["losses"], same["ties"], same["sign_test_p"]) == (0, 0, 2, 1.0)
+    assert same["geomean_ratio"] == pytest.approx(1.0) and same["ci95"] == pytest.approx([1.0, 1.0])
+    # A seed where mapa diverged is a loss; the task leaves the geometric mean.
+    div = ev.paired(_per_seed({"a": {"mapa": [None, 1.0], "prox_adam": [1.0, 3.0]},
+                               "b": {"mapa": [1.0, 1.0], "prox_adam": [2.0, 2.0]}}))
+    assert (div["wins"], div["losses"], div["excluded"], div["tasks"]) == (3, 1, 1, 1)
+    assert div["geomean_ratio"] == pytest.approx(2.0)
+    # Without per-seed records: no pairs; results of compare have them.
+    assert ev.paired(HAND)["wins"] + ev.paired(HAND)["losses"] == 0
+    assert ev.paired(HAND, other="pgd")["tasks"] == 2
+
+
+def test_compare_aggregates_and_report_include_the_paired_comparison(result):
+    pr = result["aggregates"]["paired"]["prox_adam"]
+    assert pr["wins"] + pr["losses"] + pr["ties"] == len(SEEDS)
+    assert 0.0 < pr["sign_test_p"] <= 1.0
+    rep = {"families": {"meta_train": result}}
+    assert "sign test p" in ev.markdown_report(rep)
+
+
 def test_compare_rejects_unknown_baselines_and_mismatched_grids(tiny, trained_like):
     with pytest.raises(ValueError, match="unknown baselines"):
         ev.compare(trained_like, CONFIG, [tiny], SEEDS, T, baselines=("adamw",))

@@ -14,7 +14,7 @@ Pieces, smallest first:
 * :func:`compare`: the paper's comparison protocol (Section V): MAPA, its
   random initialization and proximal baselines, each tuned per task on the
   validation loss, reported on the test split (see :data:`BASELINES`);
-* :func:`aggregate`, :func:`mean_ranks`, :func:`wins`, :func:`performance`,
+* :func:`aggregate`, :func:`mean_ranks`, :func:`wins`, :func:`paired`, :func:`performance`,
   :func:`transfer_score`: the numbers across tasks, computed from a
   :func:`compare` result (plain dicts: JSON in, JSON out);
 * :func:`report`, :func:`markdown_report`, :func:`main`: the command line
@@ -60,7 +60,7 @@ from mapa_jax.transforms import prox_adam, prox_rmsprop, proximal_gradient
 
 __all__ = ["EVAL_SEED_OFFSET", "run", "run_seeds", "mapa_factory", "evaluate", "summarize",
            "Baseline", "BASELINES", "DEFAULT_BASELINES", "SPARSITY_THRESHOLD", "TRANSFER_REFERENCE",
-           "compare", "select_best", "mean_ranks", "wins", "performance", "transfer_score", "aggregate",
+           "compare", "select_best", "mean_ranks", "wins", "paired", "performance", "transfer_score", "aggregate",
            "report", "markdown_report", "add_arguments", "main"]
 
 EVAL_SEED_OFFSET = 1_000_003
@@ -572,6 +572,61 @@ def performance(result: Mapping[str, Any], method: str = "mapa", reference: str 
             "method": method, "reference": reference}
 
 
+def _sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (ties dropped): the probability, if either
+    side were equally likely to win each pair, of a split at least this uneven."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2.0 * sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n)
+
+
+def paired(result: Mapping[str, Any], method: str = "mapa", other: str = TRANSFER_REFERENCE, *,
+           resamples: int = 10_000, seed: int = 0) -> dict[str, Any]:
+    """How sure is ``method`` vs ``other``? Two measures that account for noise.
+
+    * Per seed: the runs of both methods on one task and seed share the
+      initialization and minibatch keys, so they form a pair. ``wins`` /
+      ``losses`` count pairs whose final test loss is lower / higher for
+      ``method`` (diverged = inf; ties dropped), with the exact two-sided sign
+      test's ``sign_test_p`` (small: the split is unlikely under "equally good").
+    * Across tasks: ``geomean_ratio``, the geometric mean over tasks of
+      ``L_other / L_method`` (mean test loss over seeds; > 1: ``method`` lower),
+      and ``ci95``, its 95% bootstrap interval over tasks (``resamples``
+      resamples, seeded). Tasks where either method diverged are left out and
+      counted in ``excluded``. ``geomean_ratio`` is None when no task is left.
+
+    Results without per-seed records (``per_seed``) give 0 pairs.
+    """
+    wins = losses = ties = 0
+    logs, excluded = [], 0
+    for task in result["tasks"]:
+        methods = result["tasks"][task]["methods"]
+        mine = {r["seed"]: _finite_or(r["test_loss"], math.inf) for r in methods[method].get("per_seed", [])}
+        for r in methods[other].get("per_seed", []):
+            if r["seed"] in mine:
+                a, b = mine[r["seed"]], _finite_or(r["test_loss"], math.inf)
+                wins += a < b
+                losses += a > b
+                ties += a == b
+        a, b = _test_loss(result, task, method), _test_loss(result, task, other)
+        if math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0:
+            logs.append(math.log(b / a))
+        else:
+            excluded += 1
+    out: dict[str, Any] = {"method": method, "other": other, "wins": int(wins), "losses": int(losses),
+                           "ties": int(ties), "sign_test_p": _sign_test_p(wins, losses),
+                           "tasks": len(logs), "excluded": excluded, "geomean_ratio": None, "ci95": None}
+    if logs:
+        x = np.asarray(logs)
+        rng = np.random.default_rng(seed)
+        boot = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(axis=1)
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        out["geomean_ratio"] = float(np.exp(x.mean()))
+        out["ci95"] = [float(np.exp(lo)), float(np.exp(hi))]
+    return out
+
+
 TRANSFER_DEFINITION = (
     "performance(F) = mean over tasks in F of L_ref / L_mapa (final test loss, mean over seeds; "
     "ref = grid-tuned prox_adam; mapa diverged -> 0; ref diverged -> task left out); "
@@ -594,8 +649,11 @@ def transfer_score(train_result: Mapping[str, Any], test_result: Mapping[str, An
 
 
 def aggregate(result: Mapping[str, Any], method: str = "mapa", reference: Optional[str] = TRANSFER_REFERENCE) -> dict[str, Any]:
-    """Mean ranks, wins of ``method`` against each other method and its :func:`performance` vs ``reference``."""
-    out = {"mean_rank": mean_ranks(result), "wins": wins(result, method)}
+    """Mean ranks, wins of ``method`` against each other method (by mean and,
+    with :func:`paired`, per seed with a sign test and a bootstrap interval)
+    and its :func:`performance` vs ``reference``."""
+    out = {"mean_rank": mean_ranks(result), "wins": wins(result, method),
+           "paired": {m: paired(result, method, m) for m in _methods(result) if m != method}}
     if reference is not None and reference in _methods(result):
         out["performance"] = performance(result, method, reference)
     return out
@@ -715,6 +773,16 @@ def markdown_report(rep: Mapping[str, Any]) -> str:
                 f"| {m} | {agg['mean_rank'][m]:.2f} | {record} "
                 f"| {f'{np.mean(steps95):.3g}' if steps95 else 'not reached'} "
                 f"| {_fmt(float(np.nanmean(sparsity)) if sparsity else None, 3)} | {finite:.0%} |")
+        if agg.get("paired"):
+            lines += ["", "Is the difference larger than the noise? Per-seed pairs (same initialization and "
+                          "minibatches) with an exact sign test, and the geometric mean over tasks of "
+                          "L_other / L_mapa (> 1: mapa lower) with its 95% bootstrap interval over tasks:", "",
+                      "| vs | mapa wins / losses (seed pairs) | sign test p | geometric-mean ratio [95% CI] |",
+                      "| --- | --- | --- | --- |"]
+            for m, pr in agg["paired"].items():
+                ci = f" [{pr['ci95'][0]:.3f}, {pr['ci95'][1]:.3f}]" if pr["ci95"] else ""
+                lines.append(f"| {m} | {pr['wins']} / {pr['losses']} of {pr['wins'] + pr['losses'] + pr['ties']} "
+                             f"| {pr['sign_test_p']:.3g} | {_fmt(pr['geomean_ratio'], 3)}{ci} |")
         if "performance" in agg:
             p = agg["performance"]
             lines += ["", f"Performance vs {p['reference']} (mean over tasks of L_{p['reference']} / L_mapa): "
