@@ -79,7 +79,7 @@ def test_compare_reports_every_method_with_seed_statistics(result, tiny):
     assert entry["methods"]["mapa"]["hparams"] is None
     # Different meta-params, different runs: mapa is not its random initialization.
     assert entry["methods"]["mapa"]["test_loss"]["mean"] != entry["methods"]["mapa_random_init"]["test_loss"]["mean"]
-    assert set(result["aggregates"]) == {"mean_rank", "wins", "performance"}
+    assert set(result["aggregates"]) == {"mean_rank", "wins", "paired", "performance"}
     json.dumps(ev._jsonable(result), allow_nan=False)  # plain JSON
 
 
