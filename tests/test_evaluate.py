@@ -182,6 +182,8 @@ def test_paired_counts_seed_pairs_with_a_sign_test_and_bootstraps_the_geometric_
     # Without per-seed records: no pairs; results of compare have them.
     assert ev.paired(HAND)["wins"] + ev.paired(HAND)["losses"] == 0
     assert ev.paired(HAND, other="pgd")["tasks"] == 2
+    with pytest.raises(ValueError, match="adamw"):
+        ev.paired(HAND, other="adamw")
 
 
 def test_compare_aggregates_and_report_include_the_paired_comparison(result):

@@ -598,6 +598,10 @@ def paired(result: Mapping[str, Any], method: str = "mapa", other: str = TRANSFE
 
     Results without per-seed records (``per_seed``) give 0 pairs.
     """
+    known = _methods(result)
+    for name in (method, other):
+        if name not in known:
+            raise ValueError(f"paired: no method {name!r} in every task of the result; methods: {known}.")
     wins = losses = ties = 0
     logs, excluded = [], 0
     for task in result["tasks"]:
