@@ -78,6 +78,29 @@ def test_two_runs_with_one_seed_give_bit_identical_meta_params():
     assert not np.array_equal(_flat(a.meta_params), _flat(train.initial_meta_params(a.config, 3)))
 
 
+def test_cosine_meta_lr_runs_from_meta_lr_down_to_zero_at_the_last_update():
+    cfg = train.preset("smoke", meta_steps=9, meta_batch=2, tasks_per_update=4, meta_lr_schedule="cosine")
+    assert cfg.num_updates == 5  # 9 steps, 2 per update: the last update has one
+    opt = cfg.meta_optimizer()
+    params = {"w": np.zeros(3, np.float32)}
+    state = opt.init(params)
+    steps = []
+    for _ in range(cfg.num_updates):  # grads of norm < clip_norm: Adam's first steps are lr * sign(g)
+        g = {"w": np.full(3, 1e-3 * (len(steps) + 1), np.float32)}
+        u, state = opt.update(g, state, params)
+        steps.append(-float(u["w"][0]))
+    lrs = [cfg.meta_lr * 0.5 * (1 + np.cos(np.pi * k / cfg.num_updates)) for k in range(cfg.num_updates)]
+    assert steps[0] == pytest.approx(cfg.meta_lr, rel=1e-3)
+    # Adam's normalized step is about 1 for a steadily growing gradient; the ratio to
+    # the scheduled lr is the same at every update.
+    ratios = np.array(steps) / np.array(lrs)
+    np.testing.assert_allclose(ratios, ratios[0], rtol=0.2)
+    assert steps[-1] < 0.15 * steps[0]
+    constant = train.preset("smoke").meta_optimizer()
+    u, _ = constant.update({"w": np.full(3, 1e-3, np.float32)}, constant.init(params), params)
+    assert -float(u["w"][0]) == pytest.approx(train.preset("smoke").meta_lr, rel=1e-3)
+
+
 def _cli(*args, **kw):
     return subprocess.Popen(
         [sys.executable, "-m", "mapa_jax.cli", "meta-train", "--preset", "smoke", "--no-progress", *args],
@@ -128,6 +151,7 @@ def test_unknown_preset_and_task_names_raise():
         (dict(meta_batch=0), "meta_batch must be an integer >= 1"),
         (dict(objective="best"), "objective must be one of"),
         (dict(normalize_by_family=1), "normalize_by_family must be True or False"),
+        (dict(meta_lr_schedule="linear"), "meta_lr_schedule must be one of"),
     ],
 )
 def test_invalid_configuration_raises(overrides, match):

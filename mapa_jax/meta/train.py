@@ -52,6 +52,9 @@ __all__ = ["MetaTrainConfig", "PRESETS", "preset", "meta_train", "MetaTrainResul
            "resolve_tasks"]
 
 
+META_LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclasses.dataclass(frozen=True)
 class MetaTrainConfig:
     """What to meta-train, how long and how.
@@ -69,6 +72,8 @@ class MetaTrainConfig:
       min_inner_steps: T at the start of the curriculum.
       curriculum_fraction: fraction of the run over which the curriculum ramps.
       meta_lr: Adam step size on the meta-params (paper: 1e-4).
+      meta_lr_schedule: ``"constant"`` (the paper's), or ``"cosine"``: from
+        ``meta_lr`` at the first meta-update down to 0 at the last one.
       tasks_per_update: trajectories per meta-update (paper: 20).
       clip_norm: meta-gradient global-norm clipping.
       replay_size: trajectories in flight (paper: 100).
@@ -93,6 +98,7 @@ class MetaTrainConfig:
     min_inner_steps: int = 100
     curriculum_fraction: float = 0.5
     meta_lr: float = 1e-4
+    meta_lr_schedule: str = "constant"
     tasks_per_update: int = 20
     clip_norm: float = 1.0
     replay_size: int = 100
@@ -126,6 +132,8 @@ class MetaTrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, v, "a finite number > 0")
+        if self.meta_lr_schedule not in META_LR_SCHEDULES:
+            raise bad("meta_lr_schedule", self.meta_lr_schedule, f"one of {META_LR_SCHEDULES}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise bad("baseline_decay", self.baseline_decay, "in [0, 1)")
         for name in ("normalize_by_family", "second_order"):
@@ -156,6 +164,18 @@ class MetaTrainConfig:
     @property
     def steps_per_update(self) -> int:
         return max(1, self.tasks_per_update // self.meta_batch)
+
+    @property
+    def num_updates(self) -> int:
+        """Meta-updates in a run (the last one may average fewer trajectories)."""
+        return -(-self.meta_steps // self.steps_per_update)
+
+    def meta_optimizer(self) -> optax.GradientTransformation:
+        """Global-norm clipping, then Adam at ``meta_lr`` on ``meta_lr_schedule``."""
+        lr: Any = self.meta_lr
+        if self.meta_lr_schedule == "cosine":
+            lr = optax.cosine_decay_schedule(self.meta_lr, decay_steps=self.num_updates)
+        return optax.chain(optax.clip_by_global_norm(self.clip_norm), optax.adam(lr))
 
 
 # The meta-learner all presets train: Adam-preconditioned direction (the
@@ -272,7 +292,7 @@ class _Trainer:
             raise ValueError(
                 f"meta_batch ({cfg.meta_batch}) must be divisible by the number of devices ({n_dev})."
             )
-        self.meta_opt = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(cfg.meta_lr))
+        self.meta_opt = cfg.meta_optimizer()
         self._step_fns: dict[str, Callable] = {}
         self._init_fns: dict[str, Callable] = {}
 
