@@ -11,7 +11,7 @@ the table reports medians and ratios. It also reports the optimizer state's
 size in floats per parameter, and checks that the architecture embedding does
 not run per step (the jitted update contains no GNN).
 
-    python benchmarks/overhead.py [--params 10_000_000] [--layers 8] [--rounds 15] [--guarded-baselines] [--json]
+    python benchmarks/overhead.py [--params 10_000_000] [--layers 8] [--rounds 21] [--guarded-baselines] [--json]
 
 Prints a markdown table, then one line of JSON (the last line of stdout).
 """
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=int, default=10_000_000)
     ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=15, help="alternating rounds (medians over them)")
+    ap.add_argument("--rounds", type=int, default=21, help="alternating rounds (medians over them)")
     ap.add_argument("--inner", type=int, default=3, help="steps per method per round")
     ap.add_argument("--small-meta", action="store_true", help="tiny meta-learner (for tests)")
     ap.add_argument("--guarded-baselines", action="store_true",
