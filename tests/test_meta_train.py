@@ -101,6 +101,26 @@ def test_cosine_meta_lr_runs_from_meta_lr_down_to_zero_at_the_last_update():
     assert -float(u["w"][0]) == pytest.approx(train.preset("smoke").meta_lr, rel=1e-3)
 
 
+def test_head_weight_decay_pulls_only_the_near_zero_initialized_parameters_toward_zero():
+    cfg = train.preset("smoke", head_weight_decay=2.0)
+    params = train.initial_meta_params(cfg, 0)
+    opt = cfg.meta_optimizer()
+    zero = jax.tree_util.tree_map(np.zeros_like, params)  # no gradient: only the decay moves
+    u, _ = opt.update(zero, opt.init(params), params)
+    flat_p = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(params)}
+    flat_u = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(u)}
+    decayed = {k for k in flat_p if k.endswith(("['heads']['kernel']", "['film']['kernel']", "['film']['bias']"))}
+    assert len(decayed) == 3
+    for k, p in flat_p.items():
+        expected = -cfg.meta_lr * 2.0 * np.asarray(p) if k in decayed else np.zeros_like(p)
+        np.testing.assert_allclose(flat_u[k], expected, rtol=1e-6, atol=1e-12, err_msg=k)
+    # The heads' bias (the configured init_*) and the LSTM are untouched; without
+    # the option the optimizer is plain Adam (no decay at all).
+    plain = train.preset("smoke").meta_optimizer()
+    u, _ = plain.update(zero, plain.init(params), params)
+    assert all(not np.any(np.asarray(x)) for x in jax.tree_util.tree_leaves(u))
+
+
 def _cli(*args, **kw):
     return subprocess.Popen(
         [sys.executable, "-m", "mapa_jax.cli", "meta-train", "--preset", "smoke", "--no-progress", *args],
@@ -152,6 +172,8 @@ def test_unknown_preset_and_task_names_raise():
         (dict(objective="best"), "objective must be one of"),
         (dict(normalize_by_family=1), "normalize_by_family must be True or False"),
         (dict(meta_lr_schedule="linear"), "meta_lr_schedule must be one of"),
+        (dict(head_weight_decay=-1.0), "head_weight_decay must be a finite number >= 0"),
+        (dict(head_weight_decay=float("nan")), "head_weight_decay must be a finite number >= 0"),
     ],
 )
 def test_invalid_configuration_raises(overrides, match):

@@ -74,6 +74,12 @@ class MetaTrainConfig:
       meta_lr: Adam step size on the meta-params (paper: 1e-4).
       meta_lr_schedule: ``"constant"`` (the paper's), or ``"cosine"``: from
         ``meta_lr`` at the first meta-update down to 0 at the last one.
+      head_weight_decay: decoupled weight decay (AdamW's, scaled by the
+        meta-lr) on the meta-parameters that start near zero: the heads'
+        kernel, FiLM and the head shift. It pulls the learner back toward its
+        initial, architecture- and trajectory-independent output (the
+        configured ``init_*``); the heads' bias, which sets those values, is
+        not decayed. 0 (the default) turns it off.
       tasks_per_update: trajectories per meta-update (paper: 20).
       clip_norm: meta-gradient global-norm clipping.
       replay_size: trajectories in flight (paper: 100).
@@ -99,6 +105,7 @@ class MetaTrainConfig:
     curriculum_fraction: float = 0.5
     meta_lr: float = 1e-4
     meta_lr_schedule: str = "constant"
+    head_weight_decay: float = 0.0
     tasks_per_update: int = 20
     clip_norm: float = 1.0
     replay_size: int = 100
@@ -132,6 +139,9 @@ class MetaTrainConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise bad(name, v, "a finite number > 0")
+        v = self.head_weight_decay
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
+            raise bad("head_weight_decay", v, "a finite number >= 0")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
             raise bad("meta_lr_schedule", self.meta_lr_schedule, f"one of {META_LR_SCHEDULES}")
         if not 0.0 <= self.baseline_decay < 1.0:
@@ -171,11 +181,29 @@ class MetaTrainConfig:
         return -(-self.meta_steps // self.steps_per_update)
 
     def meta_optimizer(self) -> optax.GradientTransformation:
-        """Global-norm clipping, then Adam at ``meta_lr`` on ``meta_lr_schedule``."""
+        """Global-norm clipping, then Adam at ``meta_lr`` on ``meta_lr_schedule``
+        (AdamW on the near-zero-initialized parameters with ``head_weight_decay``)."""
         lr: Any = self.meta_lr
         if self.meta_lr_schedule == "cosine":
             lr = optax.cosine_decay_schedule(self.meta_lr, decay_steps=self.num_updates)
-        return optax.chain(optax.clip_by_global_norm(self.clip_norm), optax.adam(lr))
+        if self.head_weight_decay:
+            adam = optax.adamw(lr, weight_decay=self.head_weight_decay, mask=_near_zero_init_mask)
+        else:  # plain Adam: the optimizer state of runs without decay stays as it was
+            adam = optax.adam(lr)
+        return optax.chain(optax.clip_by_global_norm(self.clip_norm), adam)
+
+
+# Meta-parameters initialized at (or near) zero, so that the untrained learner
+# emits its configured init_* whatever the trajectory and architecture.
+_NEAR_ZERO_INIT = {("heads", "kernel"), ("film", "kernel"), ("film", "bias"), ("head_shift", "kernel")}
+
+
+def _near_zero_init_mask(meta_params: Any) -> Any:
+    def near_zero(path, _):
+        keys = tuple(getattr(k, "key", None) for k in path)
+        return keys[-2:] in _NEAR_ZERO_INIT
+
+    return jax.tree_util.tree_map_with_path(near_zero, meta_params)
 
 
 # The meta-learner all presets train: Adam-preconditioned direction (the
