@@ -24,7 +24,7 @@ meta_test, the architecture transfer score (definition in
 Usage::
 
     python benchmarks/evaluate_meta.py [--checkpoint-dir DIR | --pretrained NAME]
-        [--families meta_train,meta_test] [--seeds 3] [--steps T] [--quick] [--json]
+        [--families meta_train,meta_test] [--seeds 3] [--first-seed 0] [--steps T] [--quick] [--json]
 
 Default source: the shipped ``--pretrained default``. Default T: the default
 meta-training preset's ``inner_steps``. ``--quick``: 1 seed, the two smallest

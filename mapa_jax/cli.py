@@ -2,7 +2,7 @@
 
     mapa meta-train --preset {smoke,default} --checkpoint-dir DIR [--seed N] [--resume] [--devices N]
     mapa evaluate [--checkpoint-dir DIR | --pretrained NAME] [--families meta_train,meta_test]
-                  [--seeds N] [--steps T] [--quick] [--json]
+                  [--seeds N] [--first-seed S] [--steps T] [--quick] [--json]
 
 ``mapa evaluate`` runs a meta-learner (default: the shipped one) against
 grid-tuned proximal baselines on held-out seeds and prints markdown tables and

@@ -241,6 +241,21 @@ def test_cli_quick_evaluates_an_exported_meta_learner_and_the_benchmark_agrees(t
     assert bench["families"]["smoke"]["aggregates"] == smoke["aggregates"]  # same code, same numbers
 
 
+def test_cli_first_seed_evaluates_later_seeds_and_rejects_negative_ones(tmp_path, trained_like):
+    pretrained.export(trained_like, CONFIG, {"note": "test"}, "tiny", str(tmp_path))
+    argv = ["evaluate", "--pretrained", "tiny", "--pretrained-dir", str(tmp_path), "--families", "smoke", "--quick",
+            "--steps", str(T), "--no-progress", "--json"]
+    rc, out, err = _main(cli.main, [*argv, "--seeds", "2", "--first-seed", "3"])
+    assert rc == 0, err
+    rep = json.loads(out)
+    assert rep["seeds"] == [3, 4]
+    for entry in rep["families"]["smoke"]["tasks"].values():
+        for method in entry["methods"].values():
+            assert [r["seed"] for r in method["per_seed"]] == [3, 4]
+    rc, out, err = _main(cli.main, [*argv, "--first-seed", "-1"])
+    assert rc == 2 and out == "" and "--first-seed must be >= 0, got -1" in err
+
+
 def test_cli_evaluate_explains_how_to_get_a_meta_learner_when_none_is_shipped(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "PRETRAINED_DIR", str(tmp_path))
     rc, out, err = _main(cli.main, ["evaluate", "--quick"])

@@ -829,6 +829,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--families", default="meta_train,meta_test",
                         help="comma-separated task families (meta_train, meta_test, synthetic, smoke)")
     parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 3; --quick: 1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="evaluate seeds FIRST .. FIRST+SEEDS-1 (default 0), e.g. seeds not used to choose a config")
     parser.add_argument("--steps", type=int, default=None,
                         help="inner steps T (default: the default preset's inner_steps; --quick: 50)")
     parser.add_argument("--quick", action="store_true",
@@ -901,6 +903,9 @@ def run_from_args(args: argparse.Namespace, prog: str = "evaluate") -> int:
     if n_seeds < 1 or steps < 1:
         print(f"{prog}: --seeds and --steps must be >= 1, got {n_seeds} and {steps}", file=sys.stderr)
         return 2
+    if args.first_seed < 0:
+        print(f"{prog}: --first-seed must be >= 0, got {args.first_seed}", file=sys.stderr)
+        return 2
     try:
         meta_params, config, source = _load(args)
     except _SourceError as e:
@@ -909,7 +914,7 @@ def run_from_args(args: argparse.Namespace, prog: str = "evaluate") -> int:
     except (FileNotFoundError, ValueError) as e:  # CheckpointError is a ValueError
         print(f"{prog}: cannot load the meta-learner: {e}", file=sys.stderr)
         return 2
-    rep = report(meta_params, config, families, list(range(n_seeds)), steps,
+    rep = report(meta_params, config, families, list(range(args.first_seed, args.first_seed + n_seeds)), steps,
                  tasks_per_family=QUICK["tasks_per_family"] if args.quick else None,
                  source=source, progress=not args.no_progress and not args.json,
                  random_meta_params=_run_initialization(source, config))
