@@ -87,16 +87,36 @@ def state_floats_per_param(state: Any, n_params: int) -> float:
     return nbytes / 4.0 / n_params
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def base_parser(description: str, inner: int, inner_help: str) -> argparse.ArgumentParser:
+    """The options shared by the per-step benchmarks (this one and guard_cost.py)."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", type=int, default=10_000_000)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=21, help="alternating rounds (medians over them)")
-    ap.add_argument("--inner", type=int, default=3, help="steps per method per round")
+    ap.add_argument("--inner", type=int, default=inner, help=inner_help)
     ap.add_argument("--small-meta", action="store_true", help="tiny meta-learner (for tests)")
+    ap.add_argument("--json", action="store_true", help="print only the JSON line")
+    return ap
+
+
+def time_alternately(calls: dict[str, Callable[[], Any]], rounds: int, inner: int) -> dict[str, list[float]]:
+    """Seconds per call of each item, one list entry per round; the items take
+    turns within each round, so slow drifts of the machine hit them all."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                out = call()
+            jax.block_until_ready(out)
+            times[name].append((time.perf_counter() - t0) / inner)
+    return times
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = base_parser(__doc__, 3, "steps per method per round")
     ap.add_argument("--guarded-baselines", action="store_true",
                     help="also time optax.sgd and prox_adam under optax.apply_if_finite")
-    ap.add_argument("--json", action="store_true", help="print only the JSON line")
     args = ap.parse_args(argv)
 
     key = jax.random.key(0)
@@ -116,15 +136,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         step = make_step(tx)
         params, state = step(params, state, grads, loss)  # compile + warm up
         jax.block_until_ready(params)
-        runs[name] = {"step": step, "params": params, "state": state, "times": []}
+        runs[name] = {"step": step, "params": params, "state": state}
 
-    for _ in range(args.rounds):
-        for name, run in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(args.inner):
-                run["params"], run["state"] = run["step"](run["params"], run["state"], grads, loss)
-            jax.block_until_ready(run["params"])
-            run["times"].append((time.perf_counter() - t0) / args.inner)
+    def one_step(run: dict[str, Any]) -> Any:
+        run["params"], run["state"] = run["step"](run["params"], run["state"], grads, loss)
+        return run["params"]
+
+    times = time_alternately(
+        {name: (lambda run=run: one_step(run)) for name, run in runs.items()}, args.rounds, args.inner
+    )
 
     # The architecture embedding must not run per step: no GNN in the update.
     mapa_tx = txs["mapa[sgd]"]
@@ -133,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ).as_text()
     gnn_ops = hlo.count("scatter")  # message passing = segment_sum = scatter-add
 
-    med = {name: statistics.median(run["times"]) for name, run in runs.items()}
+    med = {name: statistics.median(t) for name, t in times.items()}
     guarded_ratios = {}
     if args.guarded_baselines:
         guarded_ratios = {
