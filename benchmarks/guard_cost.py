@@ -63,7 +63,7 @@ CHECKS: dict[str, Callable[[list[jax.Array]], jax.Array]] = {
 
 
 def verify_checks(grads: list[jax.Array]) -> dict[str, list[bool]]:
-    """Each check on finite grads, then with a NaN in the second tensor (the first if there is one), then
+    """Each check on finite grads, then with a NaN in the second tensor (the first if it is the only one), then
     with -inf in the last one (one entry each)."""
     def poison(i, value):
         return [g.reshape(-1).at[g.size // 2].set(value).reshape(g.shape) if j == i else g
