@@ -16,6 +16,7 @@ computed once, in ``init``; the state stores the coefficients.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -43,6 +44,7 @@ __all__ = [
     "MapaState",
     "mapa",
     "init_meta_params",
+    "meta_params_shape",
     "check_meta_params",
     "proximal_parameters",
 ]
@@ -93,9 +95,21 @@ def init_meta_params(key: Array, config: MetaLearnerConfig = MetaLearnerConfig()
     return _model(config).init(key, *inputs)
 
 
+@functools.lru_cache(maxsize=32)
+def meta_params_shape(config: MetaLearnerConfig) -> Any:
+    """The tree of ``jax.ShapeDtypeStruct`` that :func:`init_meta_params` returns for ``config``.
+
+    Computed once per config (no parameters are initialized): what restoring a
+    checkpoint and checking meta-params against a config need.
+    """
+    if not isinstance(config, MetaLearnerConfig):
+        raise TypeError(f"meta_params_shape: config must be a MetaLearnerConfig, got {type(config).__name__}.")
+    return jax.eval_shape(lambda: init_meta_params(jax.random.key(0), config))
+
+
 def check_meta_params(meta_params: Any, config: MetaLearnerConfig) -> None:
     """Raises ValueError, naming the first mismatch, if meta_params were not built for config."""
-    expected = jax.eval_shape(lambda: init_meta_params(jax.random.key(0), config))
+    expected = meta_params_shape(config)
     exp_def, got_def = jax.tree.structure(expected), jax.tree.structure(meta_params)
     if exp_def != got_def:
         exp_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(expected)}
