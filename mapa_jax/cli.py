@@ -59,9 +59,10 @@ def _export(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"mapa export: {e}", file=sys.stderr)
         return 2
-    from mapa_jax.meta.train import PRESETS
+    from mapa_jax.meta.config import PRESETS, MetaTrainConfig
 
-    preset = next((n for n, p in PRESETS.items() if p.to_dict() == meta["train_config"]), None)
+    saved = MetaTrainConfig.from_dict(meta["train_config"])  # also reads configs of older versions
+    preset = next((n for n, p in PRESETS.items() if p == saved), None)
     how = f"--preset {preset}" if preset else "(a custom MetaTrainConfig, see train_config)"
     info = {
         "produced_by": f"mapa meta-train {how} --checkpoint-dir {args.checkpoint_dir} --seed {meta['seed']}",
