@@ -26,12 +26,13 @@ import numpy as np
 import mapa_jax as mj
 from mapa_jax import tasks as tasks_lib
 from mapa_jax.meta import sharding, train, unroll
+from mapa_jax.meta.estimators import make_estimator
 
 DEFAULT_TASK = None  # the default preset's first meta-train task (smallest by size)
 
 
 def memory_bytes(config, task, meta, state, t: int, policy) -> int:
-    fn = jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, config, task, state, t, checkpoint=policy)[0]))
+    fn = jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, config, task, state, unroll.UnrollSpec(t, checkpoint=policy))[0]))
     analysis = fn.lower(meta).compile().memory_analysis()
     return int(analysis.temp_size_in_bytes)
 
@@ -53,16 +54,16 @@ def main(argv=None) -> dict:
 
     # Throughput, as the training loop runs it (one device).
     mesh = sharding.make_mesh(1)
-    step = sharding.sharded_meta_step(mesh, config=config, task=task, horizon=cfg_train.horizon,
-                                      checkpoint=cfg_train.checkpoint_policy)
+    step = sharding.sharded_meta_step(mesh, make_estimator(cfg_train.estimator, config, cfg_train.unroll_spec), task)
+    key = np.asarray(jax.random.key_data(jax.random.key(3)))
     keys = jax.random.split(jax.random.key(2), cfg_train.meta_batch)
     inner = jax.tree.map(np.asarray, jax.vmap(lambda k: unroll.init_inner_state(meta, config, task, k))(keys))
     inner = sharding.to_global(mesh, inner)
-    jax.block_until_ready(step(meta, inner))
+    jax.block_until_ready(step(meta, inner, key))
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        jax.block_until_ready(step(meta, inner))
+        jax.block_until_ready(step(meta, inner, key))
         times.append(time.perf_counter() - t0)
     per_step = float(np.median(times))
     inner_steps_per_s = cfg_train.meta_batch * cfg_train.horizon / per_step

@@ -23,6 +23,8 @@ def main() -> None:
 
     import mapa_jax as mj
     from mapa_jax.meta import sharding, unroll
+    from mapa_jax.meta.estimators import TruncatedBackprop
+    from mapa_jax.meta.unroll import UnrollSpec
 
     sys.path.insert(0, os.path.dirname(__file__))
     from test_meta_unroll import CFG, tiny_task
@@ -33,8 +35,8 @@ def main() -> None:
     inner = jax.tree.map(np.asarray, jax.vmap(lambda k: unroll.init_inner_state(meta, CFG, task, k))(keys))
     mesh = sharding.make_mesh()  # all devices of all processes
     assert mesh.devices.size == 2 * nproc, mesh
-    step = sharding.sharded_meta_step(mesh, config=CFG, task=task, horizon=4)
-    loss, grads, new, _ = step(meta, sharding.to_global(mesh, inner))
+    step = sharding.sharded_meta_step(mesh, TruncatedBackprop(CFG, UnrollSpec(4)), task)
+    loss, grads, new, _ = step(meta, sharding.to_global(mesh, inner), np.asarray(jax.random.key_data(jax.random.key(3))))
     opt = optax.adam(1e-3)
     updates, _ = opt.update(grads, opt.init(meta), meta)
     meta = optax.apply_updates(meta, updates)

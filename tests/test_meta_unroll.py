@@ -1,4 +1,4 @@
-"""Tests for truncated unrolls and the (sharded) meta-step: values, not speed."""
+"""Tests for truncated unrolls and the TBPTT estimator: values, not speed."""
 
 import flax.linen as nn
 import jax
@@ -8,9 +8,12 @@ import optax
 import pytest
 
 import mapa_jax as mj
-from mapa_jax.meta import sharding, unroll
+from mapa_jax.meta import unroll
+from mapa_jax.meta.estimators import TruncatedBackprop, make_estimator
+from mapa_jax.meta.unroll import UnrollSpec
 from mapa_jax.tasks.base import Task
 
+KEY = np.asarray(jax.random.key_data(jax.random.key(3)))  # the estimator's key (TBPTT ignores it)
 CFG = mj.MetaLearnerConfig(direction="adam", lstm_hidden=16, gnn_hidden=8, gnn_rounds=2, window=5, eta_max=0.05)
 
 
@@ -67,7 +70,7 @@ def _full_unroll_loss(meta, task, state, steps):
 def test_truncation_with_h_equal_t_is_full_backpropagation(setup):
     task, meta, state = setup
     steps = 6
-    g_trunc = jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, CFG, task, state, steps)[0]))(meta)
+    g_trunc = jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, CFG, task, state, UnrollSpec(steps))[0]))(meta)
     g_full = jax.jit(jax.grad(lambda m: _full_unroll_loss(m, task, state, steps)))(meta)
     for a, b in zip(jax.tree.leaves(g_trunc), jax.tree.leaves(g_full)):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7)
@@ -79,7 +82,7 @@ def test_checkpointing_changes_memory_not_values(setup):
     steps = 64
 
     def grad_fn(policy):
-        return jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, CFG, task, state, steps, checkpoint=policy)[0]))
+        return jax.jit(jax.grad(lambda m: unroll.truncated_unroll(m, CFG, task, state, UnrollSpec(steps, checkpoint=policy))[0]))
 
     plain, remat = grad_fn(None), grad_fn("nothing_saveable")
     for a, b in zip(jax.tree.leaves(plain(meta)), jax.tree.leaves(remat(meta))):
@@ -91,8 +94,8 @@ def test_checkpointing_changes_memory_not_values(setup):
 
 def test_truncations_continue_the_trajectory(setup):
     task, meta, state = setup
-    _, (s1, _) = unroll.truncated_unroll(meta, CFG, task, state, 5)
-    _, (s2, _) = unroll.truncated_unroll(meta, CFG, task, s1, 5)
+    _, (s1, _) = unroll.truncated_unroll(meta, CFG, task, state, UnrollSpec(5))
+    _, (s2, _) = unroll.truncated_unroll(meta, CFG, task, s1, UnrollSpec(5))
     assert int(s2.step) == 10
     assert int(s2.opt_state.count) == 10
 
@@ -111,64 +114,40 @@ def test_validation_objective_is_the_validation_loss_at_the_end(setup):
         return task.evaluate(p, split)
 
     vtask = Task("test/tiny_val", task.kind, task.init, task.sample, task.loss, evaluate, task.graph, task.num_params)
-    meta_loss, (new_state, _) = unroll.truncated_unroll(meta, CFG, vtask, state, 4, objective="validation")
+    meta_loss, (new_state, _) = unroll.truncated_unroll(meta, CFG, vtask, state, UnrollSpec(4, objective="validation"))
     expected = evaluate(new_state.params, "validation")["loss"] / state.loss0
     np.testing.assert_allclose(meta_loss, expected, rtol=1e-6)
-    final, _ = unroll.truncated_unroll(meta, CFG, vtask, state, 4, objective="final")
+    final, _ = unroll.truncated_unroll(meta, CFG, vtask, state, UnrollSpec(4, objective="final"))
     assert abs(float(final) - float(meta_loss)) > 1e-4  # another number than the minibatch loss
-    g = jax.grad(lambda m: unroll.truncated_unroll(m, CFG, vtask, state, 4, objective="validation")[0])(meta)
+    g = jax.grad(lambda m: unroll.truncated_unroll(m, CFG, vtask, state, UnrollSpec(4, objective="validation"))[0])(meta)
     norms = [float(jnp.abs(x).sum()) for x in jax.tree.leaves(g)]
     assert all(np.isfinite(norms)) and sum(norms) > 0
 
 
-def _batch(meta, task, n):
-    keys = jax.random.split(jax.random.key(7), n)
-    return jax.tree.map(np.asarray, jax.vmap(lambda k: unroll.init_inner_state(meta, CFG, task, k))(keys))
-
-
-def test_eight_shards_equal_one_device(setup):
-    task, meta, _ = setup
-    assert jax.device_count() >= 8, "tests/conftest.py asks for 8 CPU devices"
-    inner = _batch(meta, task, 8)
-    static = dict(config=CFG, task=task, horizon=5)
-    out = {}
-    for n in (1, 8):
-        mesh = sharding.make_mesh(n)
-        loss, grads, new, _ = sharding.sharded_meta_step(mesh, **static)(meta, sharding.to_global(mesh, inner))
-        out[n] = (loss, grads, sharding.to_host(new))
-    np.testing.assert_allclose(out[1][0], out[8][0], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[8][1])):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))) + 1e-12)
-    for a, b in zip(jax.tree.leaves(out[1][2]), jax.tree.leaves(out[8][2])):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-
-
-def test_device_meta_step_runs_under_pmap(setup):
-    task, meta, _ = setup
-    inner = _batch(meta, task, 4)
-    static = dict(config=CFG, task=task, horizon=5)
-    mesh = sharding.make_mesh(1)
-    ref_loss, ref_grads, _, _ = sharding.sharded_meta_step(mesh, **static)(meta, sharding.to_global(mesh, inner))
-    per_device = jax.tree.map(lambda x: x.reshape((4, 1) + x.shape[1:]), inner)
-    pmapped = jax.pmap(
-        lambda mp, inn: sharding.device_meta_step(mp, inn, axis_name="i", **static),
-        axis_name="i",
-        in_axes=(None, 0),
-        devices=jax.devices()[:4],
-    )
-    loss, grads, _, _ = pmapped(meta, per_device)
-    np.testing.assert_allclose(loss[0], ref_loss, rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
-        np.testing.assert_allclose(a[0], b, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(b))) + 1e-12)
-
-
-def test_invalid_horizon_objective_or_policy_raise(setup):
+def test_tbptt_estimate_is_the_gradient_of_the_truncated_unroll(setup):
     task, meta, state = setup
-    with pytest.raises(ValueError, match="horizon must be >= 1"):
-        unroll.truncated_unroll(meta, CFG, task, state, 0)
+    spec = UnrollSpec(4)
+    est = TruncatedBackprop(CFG, spec)
+    out = jax.jit(lambda m, s, k: est.estimate(m, s, task, k))(meta, state, jax.random.key(0))
+    (loss, (new, aux)), g = jax.jit(jax.value_and_grad(
+        lambda m: unroll.truncated_unroll(m, CFG, task, state, spec), has_aux=True))(meta)
+    np.testing.assert_array_equal(out.meta_loss, loss)
+    for a, b in zip(jax.tree.leaves((out.meta_grad, out.inner, out.aux)), jax.tree.leaves((g, new, aux))):
+        np.testing.assert_array_equal(a, b)
+    assert int(out.inner.step) == int(state.step) + 4
+
+
+def test_invalid_horizon_objective_policy_or_estimator_raise(setup):
+    task, meta, state = setup
+    with pytest.raises(ValueError, match="horizon must be an integer >= 1"):
+        UnrollSpec(0)
     with pytest.raises(ValueError, match="objective must be one of"):
-        unroll.truncated_unroll(meta, CFG, task, state, 2, objective="best")
+        UnrollSpec(2, objective="best")
     with pytest.raises(ValueError, match="checkpoint must be one of"):
-        unroll.truncated_unroll(meta, CFG, task, state, 2, checkpoint="all")
-    with pytest.raises(ValueError, match="asked for 99 devices"):
-        sharding.make_mesh(99)
+        UnrollSpec(2, checkpoint="all")
+    with pytest.raises(ValueError, match="second_order must be True or False"):
+        UnrollSpec(2, second_order=1)
+    with pytest.raises(TypeError, match="spec must be an UnrollSpec"):
+        unroll.truncated_unroll(meta, CFG, task, state, 2)
+    with pytest.raises(ValueError, match="unknown meta-gradient estimator 'pes'.*tbptt"):
+        make_estimator("pes", CFG, UnrollSpec(2))

@@ -1,7 +1,8 @@
 """The meta-step on one device, and the same step sharded over a device mesh.
 
-:func:`device_meta_step` is a plain function of the meta-params and a batch of
-inner trajectories (leading axis: trajectories on this device) that takes an
+:func:`device_meta_step` is a plain function of the meta-params, a batch of
+inner trajectories (leading axis: trajectories on this device) and a key, for
+any :class:`~mapa_jax.meta.estimators.GradientEstimator`; it takes an
 ``axis_name``: with one, it averages the meta-gradient over that mapped axis
 with ``lax.pmean``, so it can be mapped with ``jax.shard_map`` (as
 :func:`sharded_meta_step` does, over a 1-D mesh) or with ``jax.pmap``.
@@ -19,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from mapa_jax.config import MetaLearnerConfig
-from mapa_jax.meta.unroll import InnerState, truncated_unroll
+from mapa_jax.meta.estimators import GradientEstimator
 from mapa_jax.tasks.base import Task
+
+Array = jax.Array
 
 __all__ = ["AXIS", "device_meta_step", "make_mesh", "sharded_meta_step"]
 
@@ -30,42 +32,33 @@ AXIS = "tasks"
 
 def device_meta_step(
     meta_params: Any,
-    inner: InnerState,
+    inner: Any,
+    key: Array,
     *,
-    config: MetaLearnerConfig,
+    estimator: GradientEstimator,
     task: Task,
-    horizon: int,
-    objective: str = "final",
-    checkpoint: Optional[str] = "nothing_saveable",
-    second_order: bool = False,
     axis_name: Optional[str] = None,
-) -> tuple[Any, Any, InnerState, dict]:
-    """Meta-loss and meta-gradient, averaged over the trajectories in ``inner``.
+) -> tuple[Any, Any, Any, dict]:
+    """Meta-loss and meta-gradient of ``estimator``, averaged over the trajectories in ``inner``.
 
-    Returns ``(meta_loss, meta_grads, new_inner, metrics)``; with ``axis_name``
-    the loss and gradients are averaged over that axis too (``lax.pmean``).
+    ``inner`` has a leading axis (the trajectories on this device); ``key`` is
+    raw key data (``jax.random.key_data``), the same on every device: each
+    trajectory gets its own key from it, its index and (with ``axis_name``)
+    the device's index. Returns ``(meta_loss, meta_grads, new_inner,
+    metrics)``; with ``axis_name`` the loss and gradients are averaged over
+    that axis too (``lax.pmean``).
     """
-
-    def one(state):
-        (loss, (new, metrics)), grads = jax.value_and_grad(truncated_unroll, has_aux=True)(
-            meta_params,
-            config,
-            task,
-            state,
-            horizon,
-            objective=objective,
-            checkpoint=checkpoint,
-            second_order=second_order,
-        )
-        return loss, grads, new, metrics
-
-    losses, grads, new, metrics = jax.vmap(one)(inner)
-    loss = jnp.mean(losses)
-    grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    key = jax.random.wrap_key_data(key)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    keys = jax.random.split(key, jax.tree.leaves(inner)[0].shape[0])
+    out = jax.vmap(lambda state, k: estimator.estimate(meta_params, state, task, k))(inner, keys)
+    loss = jnp.mean(out.meta_loss)
+    grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), out.meta_grad)
     if axis_name is not None:
         loss = jax.lax.pmean(loss, axis_name)
         grads = jax.lax.pmean(grads, axis_name)
-    return loss, grads, new, metrics
+    return loss, grads, out.inner, out.aux
 
 
 def make_mesh(num_devices: Optional[int] = None) -> jax.sharding.Mesh:
@@ -77,18 +70,19 @@ def make_mesh(num_devices: Optional[int] = None) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.asarray(devices[:n]), (AXIS,))
 
 
-def sharded_meta_step(mesh: jax.sharding.Mesh, **static: Any) -> Callable:
+def sharded_meta_step(mesh: jax.sharding.Mesh, estimator: GradientEstimator, task: Task) -> Callable:
     """``jit(shard_map(device_meta_step))`` over ``mesh``: trajectories are split across devices.
 
-    The returned function takes ``(meta_params, inner)``; ``inner``'s leading
-    axis (the meta-batch) must be divisible by the mesh size. Meta-params are
-    replicated; the meta-loss and meta-gradient come back replicated (averaged
-    with ``pmean``), the new inner states sharded like the input.
+    The returned function takes ``(meta_params, inner, key)``; ``inner``'s
+    leading axis (the meta-batch) must be divisible by the mesh size; ``key``
+    is raw key data. Meta-params and key are replicated; the meta-loss and
+    meta-gradient come back replicated (averaged with ``pmean``), the new inner
+    states sharded like the input. Any :class:`GradientEstimator` works.
     """
     fn = jax.shard_map(
-        lambda mp, inner: device_meta_step(mp, inner, axis_name=AXIS, **static),
+        lambda mp, inner, key: device_meta_step(mp, inner, key, estimator=estimator, task=task, axis_name=AXIS),
         mesh=mesh,
-        in_specs=(P(), P(AXIS)),
+        in_specs=(P(), P(AXIS), P()),
         out_specs=(P(), P(), P(AXIS), P(AXIS)),
         check_vma=False,
     )

@@ -16,11 +16,13 @@ to the meta-params (``second_order=False``), as Andrychowicz et al. (2016) do.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mapa_jax.config import MetaLearnerConfig
@@ -29,7 +31,7 @@ from mapa_jax.tasks.base import Task
 
 Array = jax.Array
 
-__all__ = ["InnerState", "init_inner_state", "truncated_unroll", "CHECKPOINT_POLICIES", "OBJECTIVES"]
+__all__ = ["InnerState", "UnrollSpec", "init_inner_state", "truncated_unroll", "CHECKPOINT_POLICIES", "OBJECTIVES"]
 
 # Names of jax.checkpoint policies (None: no rematerialization at all).
 CHECKPOINT_POLICIES = {
@@ -38,6 +40,43 @@ CHECKPOINT_POLICIES = {
     "everything_saveable": jax.checkpoint_policies.everything_saveable,
 }
 OBJECTIVES = ("final", "mean", "validation")
+
+
+@dataclasses.dataclass(frozen=True)
+class UnrollSpec:
+    """How one truncation is unrolled and scored; validated once, here.
+
+    Attributes:
+      horizon: H, the truncation length (>= 1).
+      objective: ``"final"``, the minibatch loss after the last step,
+        ``"mean"``, the mean minibatch loss over the truncation, or
+        ``"validation"``, the loss on the task's whole validation split after
+        the last step (what the evaluation protocol selects baselines by, so
+        that a meta-learner is not rewarded for overfitting the train split);
+        each divided by the trajectory's initial loss (normalized per task).
+      checkpoint: a :data:`CHECKPOINT_POLICIES` name, or None for a plain scan.
+      second_order: if False (default) inner gradients are constants w.r.t.
+        the meta-params.
+    """
+
+    horizon: int
+    objective: str = "final"
+    checkpoint: Optional[str] = "nothing_saveable"
+    second_order: bool = False
+
+    def __post_init__(self) -> None:
+        h = self.horizon
+        if not isinstance(h, (int, np.integer)) or isinstance(h, bool) or h < 1:
+            raise ValueError(f"UnrollSpec: horizon must be an integer >= 1, got {h!r}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"UnrollSpec: objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        if self.checkpoint is not None and self.checkpoint not in CHECKPOINT_POLICIES:
+            raise ValueError(
+                f"UnrollSpec: checkpoint must be one of {sorted(CHECKPOINT_POLICIES)} or None, "
+                f"got {self.checkpoint!r}."
+            )
+        if not isinstance(self.second_order, bool):
+            raise ValueError(f"UnrollSpec: second_order must be True or False, got {self.second_order!r}.")
 
 
 class InnerState(NamedTuple):
@@ -79,42 +118,24 @@ def truncated_unroll(
     config: MetaLearnerConfig,
     task: Task,
     state: InnerState,
-    horizon: int,
-    *,
-    objective: str = "final",
-    checkpoint: Optional[str] = "nothing_saveable",
-    second_order: bool = False,
+    spec: UnrollSpec,
 ) -> tuple[Array, tuple[InnerState, dict[str, Array]]]:
-    """Runs ``horizon`` inner steps of MAPA on ``task`` from ``state``.
+    """Runs ``spec.horizon`` inner steps of MAPA on ``task`` from ``state``.
 
     Args:
       meta_params: differentiated.
       config: the meta-learner configuration.
       task: the inner problem.
       state: where the trajectory stands (its arrays are treated as constants).
-      horizon: H, the truncation length (>= 1).
-      objective: ``"final"``, the minibatch loss after the last step,
-        ``"mean"``, the mean minibatch loss over the truncation, or
-        ``"validation"``, the loss on the task's whole validation split after
-        the last step (what the evaluation protocol selects baselines by, so
-        that a meta-learner is not rewarded for overfitting the train split);
-        each divided by the trajectory's initial loss (normalized per task).
-      checkpoint: a :data:`CHECKPOINT_POLICIES` name, or None for a plain scan.
-      second_order: if False (default) inner gradients are constants w.r.t.
-        the meta-params.
+      spec: horizon, objective, checkpoint policy and order (:class:`UnrollSpec`).
 
     Returns:
       ``(meta_loss, (new_state, metrics))``: the new state is stop-gradient'ed
       and ready to continue; metrics hold the final raw loss.
     """
-    if horizon < 1:
-        raise ValueError(f"truncated_unroll: horizon must be >= 1, got {horizon}.")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"truncated_unroll: objective must be one of {OBJECTIVES}, got {objective!r}.")
-    if checkpoint is not None and checkpoint not in CHECKPOINT_POLICIES:
-        raise ValueError(
-            f"truncated_unroll: checkpoint must be one of {sorted(CHECKPOINT_POLICIES)} or None, got {checkpoint!r}."
-        )
+    if not isinstance(spec, UnrollSpec):
+        raise TypeError(f"truncated_unroll: spec must be an UnrollSpec, got {type(spec).__name__}.")
+    horizon, objective, checkpoint, second_order = spec.horizon, spec.objective, spec.checkpoint, spec.second_order
     state = jax.lax.stop_gradient(state)
     tx = mapa(meta_params, config, graph=task.graph())
     # The architecture conditioning is recomputed from the current meta-params

@@ -44,7 +44,7 @@ def load_pretrained(name: str = DEFAULT, *, directory: Optional[str] = None, wit
         meta_params, config = mj.load_pretrained()
         tx = mj.mapa(meta_params, config)
     """
-    from mapa_jax.mapa import check_meta_params, init_meta_params
+    from mapa_jax.mapa import check_meta_params, meta_params_shape
 
     weights, info_path = _paths(name, directory)
     if not os.path.exists(weights) or not os.path.exists(info_path):
@@ -58,7 +58,7 @@ def load_pretrained(name: str = DEFAULT, *, directory: Optional[str] = None, wit
         config = MetaLearnerConfig.from_dict(info["meta_learner"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{info_path}: no valid meta_learner config: {e}") from e
-    target = jax.tree.map(np.asarray, init_meta_params(jax.random.key(0), config))
+    target = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), meta_params_shape(config))
     with open(weights, "rb") as f:
         data = f.read()
     try:

@@ -24,7 +24,7 @@ from mapa_jax.tasks.datasets import load_dataset
 from mapa_jax.tasks.supervised import supervised_task
 
 __all__ = [
-    "BATCH_SIZES", "TINY_TASK", "get_task", "task_names", "family", "family_names",
+    "BATCH_SIZES", "TINY_TASK", "get_task", "task_names", "family", "family_from_spec", "family_names",
     "meta_train_tasks", "meta_test_tasks", "synthetic_tasks", "smoke_tasks",
 ]
 
@@ -102,7 +102,23 @@ def family(name: str) -> TaskFamily:
     """
     if name not in _FAMILIES:
         raise KeyError(f"unknown task family {name!r}; known families: {family_names()}.")
-    return TaskFamily(name, tuple(get_task(t) for t in _FAMILIES[name]))
+    return TaskFamily(name, _FAMILIES[name], get_task)
+
+
+def family_from_spec(spec: str) -> TaskFamily:
+    """A family by name (``"meta_train"``, ...), or an ad-hoc family of comma-separated task names.
+
+    Raises:
+      ValueError: for a spec with no names; KeyError: for an unknown task name.
+    """
+    if spec in _FAMILIES:
+        return family(spec)
+    names = tuple(dict.fromkeys(s.strip() for s in spec.split(",") if s.strip()))
+    if not names:
+        raise ValueError(f"no tasks in {spec!r}; give a family ({family_names()}) or task names.")
+    for n in names:
+        get_task(n)  # an unknown name fails here, listing the known ones
+    return TaskFamily(spec, names, get_task)
 
 
 def meta_train_tasks() -> TaskFamily:

@@ -105,7 +105,7 @@ def supervised_task(name: str, model: nn.Module, data: Dataset, batch_size: int,
         return architecture_graph(model.apply, {"params": abstract}, example)
 
     metrics = ("loss", "accuracy") if classification else ("loss", "r2")
-    full_info = {"family": data.name, "dataset": data.name, "batch_size": batch_size,
+    full_info = {"group": data.name, "dataset": data.name, "batch_size": batch_size,
                  "train_size": int(n_train), "input_shape": data.input_shape,
                  "num_outputs": data.num_outputs, "metrics": metrics, "stochastic": True,
                  "model": model}

@@ -155,7 +155,7 @@ def _matrix_graph(params_abstract: Any, a: jax.Array) -> Callable[[], jraph.Grap
     return graph
 
 
-def _data_free_task(name: str, family: str, init: Callable, objective: Callable[[Any], Array],
+def _data_free_task(name: str, group: str, init: Callable, objective: Callable[[Any], Array],
                     smooth: Callable[[Any], Array], l1: float, min_loss: float, optimum: Any,
                     graph: Callable[[], jraph.GraphsTuple], info: dict) -> Task:
     """A deterministic problem: ``sample`` returns ``()`` and ``loss`` ignores it."""
@@ -176,7 +176,7 @@ def _data_free_task(name: str, family: str, init: Callable, objective: Callable[
         return {"loss": value, "suboptimality": value - f_star}
 
     abstract = jax.eval_shape(init, jax.random.key(0))
-    full = {"family": family, "metrics": ("loss", "suboptimality"), "stochastic": False,
+    full = {"group": group, "metrics": ("loss", "suboptimality"), "stochastic": False,
             "l1": l1, "l1_mask": jax.tree.map(lambda _: l1 > 0, abstract),
             "smooth_loss": lambda params, batch=(): smooth(params), "min_loss": float(min_loss),
             "optimum": optimum}
@@ -185,7 +185,7 @@ def _data_free_task(name: str, family: str, init: Callable, objective: Callable[
                 evaluate=evaluate, graph=graph, num_params=count_params(abstract), info=full)
 
 
-def _least_squares_task(name: str, family: str, a: np.ndarray, b: np.ndarray, l1: float,
+def _least_squares_task(name: str, group: str, a: np.ndarray, b: np.ndarray, l1: float,
                         init_scale: float, info: dict) -> Task:
     m, _, d = a.shape
     a_j, b_j = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
@@ -209,7 +209,7 @@ def _least_squares_task(name: str, family: str, a: np.ndarray, b: np.ndarray, l1
     min_loss = float(np.mean(obj_np(x_star)))
     abstract = jax.eval_shape(init, jax.random.key(0))
     info = {"instances": m, "dim": d, "kkt_residual": kkt, **info}
-    return _data_free_task(name, family, init, objective, smooth, l1, min_loss,
+    return _data_free_task(name, group, init, objective, smooth, l1, min_loss,
                            {"x": jnp.asarray(x_star, jnp.float32)},
                            _matrix_graph(abstract, a_j), info)
 
@@ -369,7 +369,7 @@ def sparse_logreg(name: str = "synthetic/sparse_logreg", *, rows: int = 1000, di
     z_train = optima["train"][1]
     optimum = {"kernel": jnp.asarray(z_train[:-1, None], jnp.float32),
                "bias": jnp.asarray(z_train[-1:], jnp.float32)}
-    info = {"family": "sparse_logreg", "metrics": ("loss", "accuracy", "suboptimality"),
+    info = {"group": "sparse_logreg", "metrics": ("loss", "accuracy", "suboptimality"),
             "stochastic": True, "l1": l1, "l1_mask": {"kernel": True, "bias": False},
             "smooth_loss": smooth, "min_loss": optima["train"][0],
             "min_loss_per_split": {s: v for s, (v, _) in optima.items()},
