@@ -18,6 +18,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from mapa_jax.proximal_update import compute_dtype
+
 Array = jax.Array
 
 __all__ = [
@@ -100,7 +102,7 @@ def _sample(x: Array, n: int) -> Array:
 def gradients_finite(grads: list[Array]) -> Array:
     """True iff every entry of every gradient is finite: one plain sum per
     tensor (a sum is non-finite iff an entry is, or the sum overflows)."""
-    sums = jnp.stack([jnp.sum(g).astype(jnp.promote_types(g.dtype, jnp.float32)) for g in grads])
+    sums = jnp.stack([jnp.sum(g).astype(compute_dtype(g.dtype)) for g in grads])
     return jnp.all(jnp.isfinite(sums))
 
 
@@ -121,7 +123,7 @@ def tensor_statistics(
     the statistics non-finite; entries outside the sample are not seen (see
     :func:`gradients_finite`).
     """
-    ct = jnp.promote_types(jnp.result_type(*params), jnp.float32)
+    ct = compute_dtype(jnp.result_type(*params))
     sizes = [min(int(p.size), sample_size) for p in params]
     gs = jnp.stack([_sample(g, sample_size) for g in grads]).astype(ct)
     ps = jnp.stack([_sample(p, sample_size) for p in params]).astype(ct)

@@ -11,7 +11,8 @@ One update, top to bottom (see :func:`mapa`):
       -> updates p_new - p
 
 The architecture graph, its GNN embedding and the FiLM coefficients are
-computed once, in ``init``; the state stores the coefficients.
+computed once, in ``init`` (:func:`conditioning`); the state stores the
+coefficients.
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ import optax
 from mapa_jax import architecture, features, networks
 from mapa_jax import prox as prox_lib
 from mapa_jax.config import MetaLearnerConfig
-from mapa_jax.transforms import (
+from mapa_jax.proximal_update import (
     MaskOrFn,
+    adam_direction,
     as_compute_dtype,
     check_params,
-    ema_moment,
-    preconditioner,
     proximal_updates,
     resolve_mask,
 )
@@ -46,6 +46,7 @@ __all__ = [
     "init_meta_params",
     "meta_params_shape",
     "check_meta_params",
+    "conditioning",
     "proximal_parameters",
 ]
 
@@ -125,6 +126,71 @@ def check_meta_params(meta_params: Any, config: MetaLearnerConfig) -> None:
                 f"meta_params{jax.tree_util.keystr(path)} has shape {jnp.shape(g)} but the config "
                 f"needs {e.shape} (were they built for another config?)."
             )
+
+
+def conditioning(
+    meta_params: Any,
+    config: MetaLearnerConfig,
+    graph: Optional[jraph.GraphsTuple],
+    params: optax.Params,
+    *,
+    mask: MaskOrFn = None,
+) -> tuple[Array, Array, Array]:
+    """The architecture conditioning ``(gamma, beta, shift)`` that ``mapa(...).init`` stores in ``film``.
+
+    The GNN embedding of the architecture graph and, per tensor, the FiLM
+    coefficients of Eq. 20 (and the heads' shift of ``config.film_heads``),
+    from the tensor's node state and its static features (shape, prox mask).
+    A pure function of ``meta_params``: differentiable in them, so that a
+    truncated unroll can recompute the conditioning of a stored state from
+    the current meta-params.
+
+    Args:
+      meta_params: meta-learner parameters built for ``config`` (may be traced).
+      config: the :class:`MetaLearnerConfig`.
+      graph: the architecture graph (as in :func:`mapa`); None: derived from
+        the params tree.
+      params: the optimizee's params (only their tree, shapes and dtypes are
+        read).
+      mask: the prox mask, as in :func:`mapa` (default: tensors with ``ndim >= 2``).
+
+    Returns:
+      ``(gamma, beta, shift)``: ``gamma, beta`` of shape ``(n_tensors,
+      lstm_hidden)``, ``shift`` ``(n_tensors, 3)`` (zeros unless
+      ``config.film_heads``), float32; equal to ``mapa(meta_params, config,
+      graph, mask=mask).init(params).film``.
+
+    Raises:
+      TypeError, ValueError: as ``mapa`` and its ``init`` do for a bad config,
+        meta_params, graph or params.
+    """
+    if not isinstance(config, MetaLearnerConfig):
+        raise TypeError(f"conditioning: config must be a MetaLearnerConfig, got {type(config).__name__}.")
+    check_meta_params(meta_params, config)
+    return _conditioning(_model(config), meta_params, graph, params, mask)
+
+
+def _conditioning(
+    model: networks.MetaLearner,
+    meta_params: Any,
+    graph: Optional[jraph.GraphsTuple],
+    params: optax.Params,
+    mask: MaskOrFn,
+) -> tuple[Array, Array, Array]:
+    """:func:`conditioning` once config and meta_params are checked."""
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError("mapa: params has no arrays.")
+    check_params(params, params, "mapa")
+    g = architecture.architecture_graph(params) if graph is None else graph
+    if not isinstance(g, jraph.GraphsTuple):
+        raise TypeError(f"mapa: graph must be a jraph.GraphsTuple, got {type(g).__name__}.")
+    if not isinstance(g.nodes, jax.core.Tracer):
+        architecture.check_graph_matches_params(g, params)
+    leaf_nodes = jnp.asarray(architecture.module_index(params), jnp.int32)
+    prox_mask = resolve_mask(mask, params, "mapa")
+    static = networks.static_features([jnp.shape(x) for x in leaves], prox_mask)
+    return model.apply(meta_params, g, leaf_nodes, static, method="condition")
 
 
 def _operator(config: MetaLearnerConfig):
@@ -211,30 +277,14 @@ def mapa(
     adam = config.direction == "adam"
 
     def init_fn(params: optax.Params) -> MapaState:
-        leaves = jax.tree.leaves(params)
-        if not leaves:
-            raise ValueError("mapa: params has no arrays.")
-        check_params(params, params, "mapa")
-        g = architecture.architecture_graph(params) if graph is None else graph
-        if not isinstance(g, jraph.GraphsTuple):
-            raise TypeError(f"mapa: graph must be a jraph.GraphsTuple, got {type(g).__name__}.")
-        if not isinstance(g.nodes, jax.core.Tracer):
-            architecture.check_graph_matches_params(g, params)
-        leaf_nodes = jnp.asarray(architecture.module_index(params), jnp.int32)
-        prox_mask = resolve_mask(mask, params, "mapa")
-        static = networks.static_features([jnp.shape(x) for x in leaves], prox_mask)
-        gamma, beta, shift = model.apply(meta_params, g, leaf_nodes, static, method="condition")
-        n = len(leaves)
+        gamma, beta, shift = _conditioning(model, meta_params, graph, params, mask)
+        n = len(jax.tree.leaves(params))
         zeros = jnp.zeros((n, config.lstm_hidden), jnp.float32)
         # Before any step the outputs are the heads' response to a zero LSTM state.
         raw = model.apply(meta_params, beta, method=lambda m, h: m.heads(h)) + shift
         eta, lam, tau = networks.heads_to_params(raw, config)
         treedef = jax.tree.structure(params)
-        moments = (
-            jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
-            if adam
-            else ()
-        )
+        moments = optax.tree.zeros_like(params) if adam else ()
         return MapaState(
             count=jnp.zeros([], jnp.int32),
             notfinite_count=jnp.zeros([], jnp.int32),
@@ -298,17 +348,14 @@ def mapa(
 
         # 5. Direction, 6. prox step on masked tensors.
         if adam:
-            # The moments are selected here (not with the rest of the state
-            # below) so that the update reads the stored moments: one pass.
-            def moment(g, old, decay, power):
-                return jnp.where(finite, ema_moment(g, old, decay, power), old)
-
-            mu = jax.tree.map(lambda g, m: moment(g, m, config.b1, 1), updates, state.mu)
-            nu = jax.tree.map(lambda g, v: moment(g, v, config.b2, 2), updates, state.nu)
-            t = (state.count + 1).astype(jnp.float32)
-            c1, c2 = 1.0 - config.b1**t, 1.0 - config.b2**t
-            denom = [preconditioner(v, c2, config.eps) for v in treedef.flatten_up_to(nu)]
-            moves = [-e * (as_compute_dtype(m) / c1) / d for e, m, d in zip(eta, treedef.flatten_up_to(mu), denom)]
+            # The moments are selected here (keep=finite, not with the rest of
+            # the state below) so that the update reads the stored moments: one pass.
+            mu, nu, m_hat, denom = adam_direction(
+                updates, state.mu, state.nu, state.count + 1, b1=config.b1, b2=config.b2, eps=config.eps,
+                keep=finite,
+            )
+            denom = treedef.flatten_up_to(denom)
+            moves = [-e * m / d for e, m, d in zip(eta, treedef.flatten_up_to(m_hat), denom)]
             steps = [(e / d, l, ta) for e, d, l, ta in zip(eta, denom, lam, tau)]
         else:
             mu, nu = state.mu, state.nu

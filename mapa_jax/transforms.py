@@ -21,22 +21,38 @@ The penalty is the elastic net ``h(p) = l1 ||p||_1 + l2/2 ||p||^2`` by default
 pytree of bools shaped like params, or a callable on params returning one. The
 default applies the prox to weight tensors (``ndim >= 2``) and not to biases or
 normalization scales. Unmasked tensors take the plain (preconditioned) step.
+
+The step they share with :func:`mapa_jax.mapa` (the prox round trip, Adam's
+direction, the compute dtype and the checks) is :mod:`mapa_jax.proximal_update`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from mapa_jax import prox as prox_lib
+# The shared kernel and its checks live in mapa_jax.proximal_update; the names
+# are re-exported here, where they were defined before.
+from mapa_jax.proximal_update import (  # noqa: F401
+    MaskOrFn,
+    ProxFn,
+    adam_direction,
+    as_compute_dtype,
+    check_learning_rate,
+    check_params,
+    compute_dtype,
+    default_mask,
+    make_prox,
+    preconditioner,
+    proximal_updates,
+    resolve_mask,
+    update_moment,
+)
 
 Array = jax.Array
-ProxFn = Callable[[Array, Any], Array]
-MaskOrFn = Union[Any, Callable[[optax.Params], Any], None]
 
 __all__ = [
     "ProximalGradientState",
@@ -79,151 +95,11 @@ class ProxRMSPropState(NamedTuple):
 
 
 # --------------------------------------------------------------------------
-# Validation shared by the transforms (and by mapa_jax.mapa).
-
-
-def default_mask(params: optax.Params) -> Any:
-    """The default prox mask: True for tensors with ``ndim >= 2`` (weights)."""
-    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
-
-
-def check_learning_rate(learning_rate: Any, where: str) -> None:
-    """A constant learning rate must be a finite number ``>= 0``."""
-    if callable(learning_rate):
-        return
-    prox_lib.check_nonnegative("learning_rate", learning_rate, where)
-    if jnp.ndim(learning_rate) != 0:
-        raise ValueError(
-            f"{where}: learning_rate must be a scalar or an optax schedule, "
-            f"got shape {jnp.shape(learning_rate)}."
-        )
-
-
-def _path(path: Any) -> str:
-    return jax.tree_util.keystr(path) or "<root>"
-
-
-def check_params(updates: optax.Updates, params: Optional[optax.Params], where: str) -> None:
-    """Checks that params exist, match the updates' tree and are floating point.
-
-    Runs at trace time only (structures, shapes and dtypes are static).
-    """
-    if params is None:
-        raise ValueError(
-            f"{where} needs params: call update(updates, state, params); got params=None."
-        )
-    u_def = jax.tree.structure(updates)
-    p_def = jax.tree.structure(params)
-    if u_def != p_def:
-        raise ValueError(
-            f"{where}: updates (gradients) and params have different tree structures:\n"
-            f"  updates: {u_def}\n  params:  {p_def}"
-        )
-    for (path, u), p in zip(
-        jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(params)
-    ):
-        if not jnp.issubdtype(jnp.result_type(p), jnp.floating):
-            raise TypeError(
-                f"{where}: param {_path(path)} has dtype {jnp.result_type(p)}; "
-                "proximal optimizers need floating-point params."
-            )
-        if jnp.shape(u) != jnp.shape(p):
-            raise ValueError(
-                f"{where}: update {_path(path)} has shape {jnp.shape(u)} but the "
-                f"param has shape {jnp.shape(p)}."
-            )
-
-
-def resolve_mask(mask: MaskOrFn, params: optax.Params, where: str) -> list[bool]:
-    """Returns one Python bool per leaf of params (True: apply the prox)."""
-    tree = default_mask(params) if mask is None else (mask(params) if callable(mask) else mask)
-    try:
-        flat = jax.tree.structure(params).flatten_up_to(tree)
-    except (ValueError, TypeError) as e:
-        raise ValueError(
-            f"{where}: mask must be a pytree of bools with the structure of params "
-            f"({jax.tree.structure(params)}), got {jax.tree.structure(tree)}."
-        ) from e
-    out = []
-    for leaf in flat:
-        if isinstance(leaf, jax.core.Tracer):
-            raise ValueError(f"{where}: mask leaves must be Python bools, not traced arrays.")
-        if jnp.ndim(leaf) != 0 or jnp.result_type(leaf) != jnp.bool_:
-            raise ValueError(
-                f"{where}: mask leaves must be bools (one per tensor), got {leaf!r}."
-            )
-        out.append(bool(leaf))
-    return out
-
-
-def make_prox(prox: Optional[ProxFn], l1: Any, l2: Any, where: str) -> Optional[ProxFn]:
-    """The prox(x, step) to use: the user's, or the elastic net's (l1, l2).
-
-    None when there is no penalty (no prox and ``l1 = l2 = 0``): the transform
-    is then its plain, unproximated method, computed without the round trip
-    ``prox(p + u) - p``.
-    """
-    prox_lib.check_nonnegative("l1", l1, where)
-    prox_lib.check_nonnegative("l2", l2, where)
-    if prox is not None:
-        if not callable(prox):
-            raise TypeError(f"{where}: prox must be a callable prox(x, step), got {prox!r}.")
-        if any(isinstance(v, jax.core.Tracer) or np.any(np.asarray(v) != 0) for v in (l1, l2)):
-            raise ValueError(
-                f"{where}: pass either prox= or l1=/l2= (the default elastic-net prox), not both."
-            )
-        return prox
-    traced = isinstance(l1, jax.core.Tracer) or isinstance(l2, jax.core.Tracer)
-    if not traced and not (np.any(np.asarray(l1) != 0) or np.any(np.asarray(l2) != 0)):
-        return None
-
-    def elastic_net_prox(x: Array, step: Any) -> Array:
-        return prox_lib.elastic_net(x, step * l1, step * l2)
-
-    return elastic_net_prox
+# The optimizers.
 
 
 def _learning_rate(learning_rate: Any, count: Array) -> Array:
     return learning_rate(count) if callable(learning_rate) else learning_rate
-
-
-def proximal_updates(
-    moves: optax.Updates,
-    params: optax.Params,
-    steps: Any,
-    mask: list[bool],
-    prox: Optional[ProxFn],
-) -> optax.Updates:
-    """Updates ``prox(p + u, step) - p`` on masked leaves and ``u`` elsewhere.
-
-    ``moves`` holds the plain updates ``u``. ``steps`` is what ``prox``
-    receives besides the point: one value for all leaves, a tree shaped like
-    params (e.g. per-coordinate steps of a preconditioned method), or a list
-    with one entry per leaf (any object, e.g. a tuple of per-tensor
-    parameters). Arithmetic runs in float32 or wider; results have the
-    param's dtype. ``prox=None`` returns the moves (in the params' dtypes).
-    """
-    treedef = jax.tree.structure(params)
-    if isinstance(steps, list) and len(steps) == treedef.num_leaves:
-        step_leaves = steps
-    elif jax.tree.structure(steps) == treedef:
-        step_leaves = treedef.flatten_up_to(steps)
-    else:  # one step for every leaf
-        step_leaves = [steps] * treedef.num_leaves
-    out = []
-    for u, p, step, on in zip(
-        treedef.flatten_up_to(moves), treedef.flatten_up_to(params), step_leaves, mask
-    ):
-        if on and prox is not None:
-            ct = jnp.promote_types(p.dtype, jnp.float32)
-            pf = p.astype(ct)
-            u = prox(pf + u.astype(ct), step).astype(ct) - pf
-        out.append(u.astype(p.dtype))
-    return treedef.unflatten(out)
-
-
-# --------------------------------------------------------------------------
-# The optimizers.
 
 
 def proximal_gradient(
@@ -311,28 +187,6 @@ def prox_step(
     return _scheduled_prox("prox_step", ProxStepState, learning_rate, l1, l2, prox, mask, gradient_step=False)
 
 
-def _zeros_like_f(params: optax.Params) -> optax.Updates:
-    return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.result_type(p)), params)
-
-
-def as_compute_dtype(x: Array) -> Array:
-    """x in float32, or wider if it already is."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
-def preconditioner(nu: Array, bias_correction: Any, eps: float) -> Array:
-    """``sqrt(nu / bias_correction) + eps`` in float32, with a gradient that is
-    finite where ``nu = 0`` (a coordinate whose gradients were all zero): the
-    square root's argument is floored at 1e-30, which changes values by at most
-    1e-15 and makes the derivative there zero instead of infinite."""
-    return jnp.sqrt(jnp.maximum(as_compute_dtype(nu) / bias_correction, 1e-30)) + eps
-
-
-def ema_moment(new: Array, old: Array, decay: float, power: int) -> Array:
-    """Exponential moving average of g**power in float32, stored in old's dtype."""
-    return (decay * as_compute_dtype(old) + (1.0 - decay) * as_compute_dtype(new) ** power).astype(old.dtype)
-
-
 def _check_decay(name: str, value: float, where: str) -> None:
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{where}: {name} must be in [0, 1), got {value}.")
@@ -381,20 +235,16 @@ def prox_adam(
 
     def init_fn(params: optax.Params) -> ProxAdamState:
         return ProxAdamState(
-            count=jnp.zeros([], jnp.int32), mu=_zeros_like_f(params), nu=_zeros_like_f(params)
+            count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params), nu=optax.tree.zeros_like(params)
         )
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         check_params(updates, params, where)
-        mu = jax.tree.map(lambda g, m: ema_moment(g, m, b1, 1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: ema_moment(g, v, b2, 2), updates, state.nu)
         count = optax.safe_increment(state.count)
-        t = count.astype(jnp.float32)
-        c1, c2 = 1.0 - b1**t, 1.0 - b2**t
-        denom = jax.tree.map(lambda v: preconditioner(v, c2, eps), nu)
+        mu, nu, m_hat, denom = adam_direction(updates, state.mu, state.nu, count, b1=b1, b2=b2, eps=eps)
         lr = _learning_rate(learning_rate, state.count)
-        moves = jax.tree.map(lambda m, d: -lr * (as_compute_dtype(m) / c1) / d, mu, denom)
+        moves = jax.tree.map(lambda m, d: -lr * m / d, m_hat, denom)
         steps = jax.tree.map(lambda d: lr / d, denom)
         out = proximal_updates(moves, params, steps, resolve_mask(mask, params, where), prox_fn)
         return out, ProxAdamState(count=count, mu=mu, nu=nu)
@@ -435,13 +285,13 @@ def prox_rmsprop(
     prox_fn = make_prox(prox, l1, l2, where)
 
     def init_fn(params: optax.Params) -> ProxRMSPropState:
-        return ProxRMSPropState(count=jnp.zeros([], jnp.int32), nu=_zeros_like_f(params))
+        return ProxRMSPropState(count=jnp.zeros([], jnp.int32), nu=optax.tree.zeros_like(params))
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         check_params(updates, params, where)
-        nu = jax.tree.map(lambda g, v: ema_moment(g, v, decay, 2), updates, state.nu)
-        denom = jax.tree.map(lambda v: preconditioner(v, 1.0, eps), nu)
+        nu = update_moment(updates, state.nu, decay, 2)
+        denom = jax.tree.map(lambda v: preconditioner(as_compute_dtype(v), eps), nu)
         lr = _learning_rate(learning_rate, state.count)
         moves = jax.tree.map(lambda g, d: -lr * as_compute_dtype(g) / d, updates, denom)
         steps = jax.tree.map(lambda d: lr / d, denom)

@@ -10,6 +10,7 @@ import pytest
 
 import mapa_jax as mj
 from mapa_jax import features, networks
+from mapa_jax.mapa import conditioning
 
 SMALL = dict(lstm_hidden=16, gnn_hidden=8, gnn_rounds=2, window=4)
 
@@ -256,6 +257,36 @@ def test_without_value_the_loss_features_are_masked():
     np.testing.assert_array_equal(lh, kw["loss_history"])  # not polluted
     assert float(lh2[-1]) == 5.0
     assert np.all(np.isfinite(f_none)) and f_none.shape == (n, features.NUM_FEATURES)
+
+
+def test_conditioning_equals_the_film_init_stores_and_is_differentiable_in_meta_params():
+    _, params, _ = _problem()
+    cfg = mj.MetaLearnerConfig(film_heads=True, **SMALL)
+    meta = mj.init_meta_params(jax.random.key(0), cfg)
+    graph = mj.architecture_graph(params)
+    only_out = jax.tree.map(lambda p: p.ndim >= 2, params)
+    only_out["Dense_0"]["kernel"] = False
+    for g, mask in ((None, only_out), (None, None), (graph, None)):
+        film = mj.mapa(meta, cfg, g, mask=mask).init(params).film
+        got = conditioning(meta, cfg, g, params, mask=mask)
+        jax.tree.map(np.testing.assert_array_equal, got, film)
+    jitted = jax.jit(lambda m: conditioning(m, cfg, graph, params))(meta)  # as in a meta-training unroll
+    chex.assert_trees_all_close(jitted, got, rtol=1e-5, atol=1e-6)
+    assert got[0].shape == (6, SMALL["lstm_hidden"]) and got[2].shape == (6, 3)
+
+    def objective(m):
+        gamma, beta, shift = conditioning(m, cfg, None, params)
+        return jnp.sum(gamma**2) + jnp.sum(beta) + jnp.sum(shift)
+
+    grads = jax.grad(objective)(meta)
+    leaves = jax.tree.leaves(grads)
+    assert all(np.all(np.isfinite(x)) for x in leaves)
+    gnn = [x for p, x in jax.tree_util.tree_leaves_with_path(grads) if "gnn" in jax.tree_util.keystr(p)]
+    assert any(float(jnp.abs(x).sum()) > 0 for x in gnn), "no gradient reaches the GNN"
+    with pytest.raises(TypeError, match="config must be a MetaLearnerConfig"):
+        conditioning(meta, None, None, params)
+    with pytest.raises(ValueError, match="do not match the config"):
+        conditioning({"params": {}}, cfg, None, params)
 
 
 def test_architecture_embedding_runs_at_init_not_per_step():

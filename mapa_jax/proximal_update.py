@@ -1,0 +1,315 @@
+"""The proximal update shared by every optimizer of mapa_jax, and its validation.
+
+One step of a (preconditioned) proximal method is a plain move ``u`` (e.g.
+``-lr * g``, or Adam's ``-lr * m_hat / d``) followed, on the masked tensors,
+by the prox of the penalty at the moved point:
+
+    update = prox(p + u, step) - p      (masked tensors)
+    update = u                          (the others)
+
+:func:`proximal_updates` is that step, for the fixed-parameter optimizers of
+:mod:`mapa_jax.transforms` and for the learned one, :func:`mapa_jax.mapa`.
+:func:`adam_direction` is Adam's direction for both (moments, bias-corrected
+first moment and preconditioner ``d = sqrt(v_hat) + eps``); each scales it by
+its own step size (a learning rate, or MAPA's per-tensor eta).
+
+Arithmetic runs in the compute dtype, :func:`compute_dtype`: float32, or wider
+if the input already is. Low-precision params (bfloat16, float16) are moved and
+proxed in float32, their moments accumulated in float32 and stored in the
+param dtype; updates have the param dtype.
+
+The checks here run at trace time only (tree structures, shapes, dtypes and
+masks are static): :func:`check_params`, :func:`resolve_mask`,
+:func:`make_prox`, :func:`check_learning_rate`. Errors name the tree path and
+what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mapa_jax import prox as prox_lib
+
+Array = jax.Array
+ProxFn = Callable[[Array, Any], Array]
+MaskOrFn = Union[Any, Callable[[optax.Params], Any], None]
+
+__all__ = [
+    "ProxFn",
+    "MaskOrFn",
+    "compute_dtype",
+    "as_compute_dtype",
+    "default_mask",
+    "check_learning_rate",
+    "check_params",
+    "resolve_mask",
+    "make_prox",
+    "proximal_updates",
+    "update_moment",
+    "preconditioner",
+    "adam_direction",
+]
+
+
+# --------------------------------------------------------------------------
+# The compute dtype.
+
+
+def compute_dtype(dtype: jax.typing.DTypeLike) -> jnp.dtype:
+    """The dtype arithmetic on ``dtype`` runs in: float32, or wider if ``dtype`` is.
+
+    bfloat16, float16 -> float32; float32 -> float32; float64 -> float64.
+    """
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def as_compute_dtype(x: Array) -> Array:
+    """``x`` in :func:`compute_dtype` of its dtype (float32, or wider if it already is)."""
+    return x.astype(compute_dtype(x.dtype))
+
+
+# --------------------------------------------------------------------------
+# Validation shared by the optimizers.
+
+
+def default_mask(params: optax.Params) -> Any:
+    """The default prox mask: True for tensors with ``ndim >= 2`` (weights)."""
+    return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
+def check_learning_rate(learning_rate: Any, where: str) -> None:
+    """A constant learning rate must be a finite number ``>= 0``."""
+    if callable(learning_rate):
+        return
+    prox_lib.check_nonnegative("learning_rate", learning_rate, where)
+    if jnp.ndim(learning_rate) != 0:
+        raise ValueError(
+            f"{where}: learning_rate must be a scalar or an optax schedule, "
+            f"got shape {jnp.shape(learning_rate)}."
+        )
+
+
+def _path(path: Any) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_params(updates: optax.Updates, params: Optional[optax.Params], where: str) -> None:
+    """Checks that params exist, match the updates' tree and are floating point.
+
+    Runs at trace time only (structures, shapes and dtypes are static).
+    """
+    if params is None:
+        raise ValueError(
+            f"{where} needs params: call update(updates, state, params); got params=None."
+        )
+    u_def = jax.tree.structure(updates)
+    p_def = jax.tree.structure(params)
+    if u_def != p_def:
+        raise ValueError(
+            f"{where}: updates (gradients) and params have different tree structures:\n"
+            f"  updates: {u_def}\n  params:  {p_def}"
+        )
+    for (path, u), p in zip(
+        jax.tree_util.tree_leaves_with_path(updates), jax.tree.leaves(params)
+    ):
+        if not jnp.issubdtype(jnp.result_type(p), jnp.floating):
+            raise TypeError(
+                f"{where}: param {_path(path)} has dtype {jnp.result_type(p)}; "
+                "proximal optimizers need floating-point params."
+            )
+        if jnp.shape(u) != jnp.shape(p):
+            raise ValueError(
+                f"{where}: update {_path(path)} has shape {jnp.shape(u)} but the "
+                f"param has shape {jnp.shape(p)}."
+            )
+
+
+def resolve_mask(mask: MaskOrFn, params: optax.Params, where: str) -> list[bool]:
+    """Returns one Python bool per leaf of params (True: apply the prox).
+
+    ``mask`` is as in ``optax.masked``: a pytree of bools shaped like params,
+    a callable on params returning one, or None for :func:`default_mask`.
+    """
+    tree = default_mask(params) if mask is None else (mask(params) if callable(mask) else mask)
+    try:
+        flat = jax.tree.structure(params).flatten_up_to(tree)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"{where}: mask must be a pytree of bools with the structure of params "
+            f"({jax.tree.structure(params)}), got {jax.tree.structure(tree)}."
+        ) from e
+    out = []
+    for leaf in flat:
+        if isinstance(leaf, jax.core.Tracer):
+            raise ValueError(f"{where}: mask leaves must be Python bools, not traced arrays.")
+        if jnp.ndim(leaf) != 0 or jnp.result_type(leaf) != jnp.bool_:
+            raise ValueError(
+                f"{where}: mask leaves must be bools (one per tensor), got {leaf!r}."
+            )
+        out.append(bool(leaf))
+    return out
+
+
+def make_prox(prox: Optional[ProxFn], l1: Any, l2: Any, where: str) -> Optional[ProxFn]:
+    """The prox(x, step) to use: the user's, or the elastic net's (l1, l2).
+
+    None when there is no penalty (no prox and ``l1 = l2 = 0``): the transform
+    is then its plain, unproximated method, computed without the round trip
+    ``prox(p + u) - p``.
+    """
+    prox_lib.check_nonnegative("l1", l1, where)
+    prox_lib.check_nonnegative("l2", l2, where)
+    if prox is not None:
+        if not callable(prox):
+            raise TypeError(f"{where}: prox must be a callable prox(x, step), got {prox!r}.")
+        if any(isinstance(v, jax.core.Tracer) or np.any(np.asarray(v) != 0) for v in (l1, l2)):
+            raise ValueError(
+                f"{where}: pass either prox= or l1=/l2= (the default elastic-net prox), not both."
+            )
+        return prox
+    traced = isinstance(l1, jax.core.Tracer) or isinstance(l2, jax.core.Tracer)
+    if not traced and not (np.any(np.asarray(l1) != 0) or np.any(np.asarray(l2) != 0)):
+        return None
+
+    def elastic_net_prox(x: Array, step: Any) -> Array:
+        return prox_lib.elastic_net(x, step * l1, step * l2)
+
+    return elastic_net_prox
+
+
+# --------------------------------------------------------------------------
+# The proximal step.
+
+
+def proximal_updates(
+    moves: optax.Updates,
+    params: optax.Params,
+    steps: Any,
+    mask: list[bool],
+    prox: Optional[ProxFn],
+) -> optax.Updates:
+    """Updates ``prox(p + u, step) - p`` on masked leaves and ``u`` elsewhere.
+
+    Args:
+      moves: the plain updates ``u``, a tree shaped like params.
+      params: the current params.
+      steps: what ``prox`` receives besides the point: one value for all
+        leaves, a tree shaped like params (e.g. per-coordinate steps of a
+        preconditioned method), or a list with one entry per leaf (any object,
+        e.g. a tuple of per-tensor parameters).
+      mask: one bool per leaf (:func:`resolve_mask`): True applies the prox.
+      prox: ``prox(x, step) -> array``, or None for no prox.
+
+    Returns:
+      The updates, a tree shaped like params with the params' dtypes. The prox
+      round trip runs in :func:`compute_dtype`; ``prox=None`` returns the moves
+      (in the params' dtypes).
+    """
+    treedef = jax.tree.structure(params)
+    if isinstance(steps, list) and len(steps) == treedef.num_leaves:
+        step_leaves = steps
+    elif jax.tree.structure(steps) == treedef:
+        step_leaves = treedef.flatten_up_to(steps)
+    else:  # one step for every leaf
+        step_leaves = [steps] * treedef.num_leaves
+    out = []
+    for u, p, step, on in zip(
+        treedef.flatten_up_to(moves), treedef.flatten_up_to(params), step_leaves, mask
+    ):
+        if on and prox is not None:
+            ct = compute_dtype(p.dtype)
+            pf = p.astype(ct)
+            u = prox(pf + u.astype(ct), step).astype(ct) - pf
+        out.append(u.astype(p.dtype))
+    return treedef.unflatten(out)
+
+
+# --------------------------------------------------------------------------
+# Moments and Adam's direction.
+
+
+def update_moment(updates: optax.Updates, moments: Any, decay: float, order: int) -> Any:
+    """Exponential moving average ``decay * m + (1 - decay) * g**order`` in
+    :func:`compute_dtype`, stored in the moments' dtypes.
+
+    Not ``optax.tree.update_moment``, for two reasons: optax computes in the
+    dtypes of its inputs (bfloat16 moments of bfloat16 params would
+    accumulate in bfloat16; here they accumulate in float32 and are rounded
+    once), and it adds the two terms in the other order, which under ``jit``
+    changes the last bit of float32 results (XLA:CPU fuses one of the two
+    products into a fused multiply-add, and which one depends on the order).
+    """
+    def leaf(g: Array, m: Array) -> Array:
+        return (decay * as_compute_dtype(m) + (1.0 - decay) * as_compute_dtype(g) ** order).astype(m.dtype)
+
+    return jax.tree.map(leaf, updates, moments)
+
+
+def preconditioner(nu_hat: Array, eps: float) -> Array:
+    """``sqrt(nu_hat) + eps``, with a gradient that is finite where ``nu_hat = 0``.
+
+    ``nu_hat`` is the (bias-corrected) second moment in the compute dtype. The
+    square root's argument is floored at 1e-30 (a coordinate whose gradients
+    were all zero has ``nu_hat = 0``), which changes values by at most 1e-15
+    and makes the derivative there zero instead of infinite.
+    """
+    return jnp.sqrt(jnp.maximum(nu_hat, 1e-30)) + eps
+
+
+def adam_direction(
+    updates: optax.Updates,
+    mu: Any,
+    nu: Any,
+    count: Array,
+    *,
+    b1: float,
+    b2: float,
+    eps: float,
+    keep: Optional[Array] = None,
+) -> tuple[Any, Any, Any, Any]:
+    r"""Adam's moments and preconditioned direction, before any step size.
+
+    .. math::
+        m_t = b_1 m_{t-1} + (1 - b_1) g, \quad v_t = b_2 v_{t-1} + (1 - b_2) g^2,
+        \quad \hat m = m_t / (1 - b_1^t), \quad d = \sqrt{v_t / (1 - b_2^t)} + \epsilon
+
+    The step is ``-s * m_hat / d`` and the prox step ``s / d`` for a step size
+    ``s`` (a learning rate, or MAPA's per-tensor eta), computed by the caller.
+
+    Args:
+      updates: the gradients ``g``, a tree shaped like params.
+      mu, nu: the stored moments (trees shaped like params, in the params'
+        dtypes).
+      count: the number ``t >= 1`` of this step (an integer array).
+      b1, b2: moment decay rates in ``[0, 1)``.
+      eps: added to ``sqrt(v_hat)``.
+      keep: optional boolean scalar; where False the moments stay as stored.
+        The selection happens inside the moment update, so that a guarded
+        update reads the stored moments in one pass.
+
+    Returns:
+      ``(mu, nu, m_hat, d)``: the new moments (in their dtypes), and the
+      bias-corrected first moment and the preconditioner in the compute
+      dtype, all trees shaped like params.
+    """
+
+    def select(new: Any, old: Any) -> Any:
+        if keep is None:
+            return new
+        return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+
+    mu = select(update_moment(updates, mu, b1, 1), mu)
+    nu = select(update_moment(updates, nu, b2, 2), nu)
+    # Not optax.tree.bias_correction: it is its own jit, inside which XLA turns
+    # the division by the broadcast correction into a multiplication by its
+    # reciprocal; called eagerly it then differs in the last bit from this
+    # division (under an outer jit the two agree).
+    t = count.astype(jnp.float32)
+    c1, c2 = 1.0 - b1**t, 1.0 - b2**t
+    m_hat = jax.tree.map(lambda m: as_compute_dtype(m) / c1, mu)
+    return mu, nu, m_hat, jax.tree.map(lambda v: preconditioner(as_compute_dtype(v) / c2, eps), nu)
