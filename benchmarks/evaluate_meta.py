@@ -1,7 +1,7 @@
 """MAPA against tuned proximal baselines on held-out seeds (the paper's Section V protocol).
 
 Per task of each family, from the same initializations and minibatches
-(evaluation seeds offset by ``mapa_jax.meta.evaluate.EVAL_SEED_OFFSET``, away
+(evaluation seeds offset by ``mapa_jax.evaluation.EVAL_SEED_OFFSET``, away
 from meta-training's), for T inner steps:
 
 * ``mapa``: the meta-learner under test;
@@ -19,7 +19,7 @@ training loss, sparsity (fraction of weight entries with |w| < 1e-6), finite
 runs; per family: mean rank, MAPA's wins against each method, MAPA's
 performance against tuned Proximal Adam; and, with both meta_train and
 meta_test, the architecture transfer score (definition in
-``mapa_jax/meta/evaluate.py``).
+``mapa_jax/evaluation/stats.py``).
 
 Usage::
 
@@ -35,14 +35,18 @@ stdout, one JSON object (``--json``: only the JSON). The same code runs as
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Optional, Sequence
 
-from mapa_jax.meta import evaluate
+from mapa_jax import cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return evaluate.main(argv, prog="evaluate_meta")
+    parser = argparse.ArgumentParser(prog="evaluate_meta",
+                                     description="MAPA against tuned proximal baselines on held-out seeds")
+    cli.add_evaluate_arguments(parser)
+    return cli.evaluate(parser.parse_args(argv), prog="evaluate_meta")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import jraph
 import numpy as np
 from flax import linen

@@ -4,9 +4,10 @@
     mapa evaluate [--checkpoint-dir DIR | --pretrained NAME] [--families meta_train,meta_test]
                   [--seeds N] [--first-seed S] [--steps T] [--quick] [--json]
 
-``mapa evaluate`` runs a meta-learner (default: the shipped one) against
-grid-tuned proximal baselines on held-out seeds and prints markdown tables and
-a JSON line (``mapa_jax.meta.evaluate``; same as ``benchmarks/evaluate_meta.py``).
+``mapa evaluate`` runs a meta-learner (default: the shipped one) against the
+registered baselines on held-out seeds and prints markdown tables and a JSON
+line (:func:`evaluate`, which ``benchmarks/evaluate_meta.py`` also runs; the
+protocol is :mod:`mapa_jax.evaluation`).
 
 ``--devices N`` on a CPU-only machine simulates N CPU devices (set before
 JAX's backend starts).
@@ -15,8 +16,10 @@ JAX's backend starts).
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,10 +39,120 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--name", default="default")
     ex.add_argument("--out-dir", default=None, help="default: the package's pretrained/ folder")
     ev = sub.add_parser("evaluate", help="evaluate a meta-learner against tuned proximal baselines")
-    from mapa_jax.meta.evaluate import add_arguments
-
-    add_arguments(ev)
+    add_evaluate_arguments(ev)
     return ap
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``mapa evaluate`` (and ``benchmarks/evaluate_meta.py``)."""
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint-dir", default=None, help="a meta-training checkpoint directory")
+    src.add_argument("--pretrained", default=None,
+                     help="a shipped meta-learner (default: 'default' when it is shipped)")
+    parser.add_argument("--pretrained-dir", default=None,
+                        help="where to look for --pretrained NAME (default: the package's pretrained/ folder)")
+    parser.add_argument("--families", default="meta_train,meta_test",
+                        help="comma-separated task families (meta_train, meta_test, synthetic, smoke)")
+    parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 3; --quick: 1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="evaluate seeds FIRST .. FIRST+SEEDS-1 (default 0), e.g. seeds not used to choose a config")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="inner steps T (default: the default preset's inner_steps; --quick: 50)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 seed, the 2 smallest tasks per family, T = 50 (about a minute)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class _SourceError(Exception):
+    pass
+
+
+def _load_learner(args: argparse.Namespace) -> tuple[Any, Any, dict]:
+    """The meta-learner ``--checkpoint-dir`` / ``--pretrained`` names: (meta_params, config, source)."""
+    from mapa_jax import pretrained
+
+    if args.checkpoint_dir is not None:
+        from mapa_jax.meta.checkpoint import load_meta_params, read_meta
+
+        meta_params, config = load_meta_params(args.checkpoint_dir)
+        meta = read_meta(args.checkpoint_dir)  # the run's configuration and seed: its own random init
+        provenance = {"train_config": meta["train_config"], "seed": meta["seed"], "meta_steps_run": meta["step"]}
+        return meta_params, config, {"checkpoint_dir": os.path.abspath(args.checkpoint_dir), "provenance": provenance}
+    name = args.pretrained if args.pretrained is not None else pretrained.DEFAULT
+    directory = args.pretrained_dir or pretrained.PRETRAINED_DIR
+    if args.pretrained is None and not os.path.exists(os.path.join(directory, f"{name}.msgpack")):
+        raise _SourceError(
+            f"no pretrained meta-learner {name!r} is shipped (looked for "
+            f"{os.path.join(directory, name + '.msgpack')}). Meta-train one with "
+            "`mapa meta-train --preset default --checkpoint-dir runs/default` (at most an hour on a "
+            "2-core CPU; `--preset smoke` takes a minute) and evaluate it with "
+            "`--checkpoint-dir runs/default`, or name another one with --pretrained NAME "
+            f"[--pretrained-dir DIR] (shipped: {pretrained.available() or 'none'})."
+        )
+    meta_params, config, info = pretrained.load_pretrained(name, directory=args.pretrained_dir, with_info=True)
+    provenance = {k: v for k, v in info.items() if k != "meta_learner"}  # the config is in each result
+    return meta_params, config, {"pretrained": name, "directory": os.path.abspath(directory), "provenance": provenance}
+
+
+def run_initialization(source: Mapping[str, Any], config: Any) -> Any:
+    """The meta-params the meta-training run started from, when the provenance
+    names its configuration and seed (so "random init" is the run's own start);
+    None otherwise (then :func:`mapa_jax.evaluation.compare` uses ``init_meta_params(key(0))``)."""
+    prov = source.get("provenance", {})
+    if "train_config" not in prov or "seed" not in prov:
+        return None
+    from mapa_jax.meta.config import MetaTrainConfig
+    from mapa_jax.meta.train import initial_meta_params
+
+    train_cfg = MetaTrainConfig.from_dict(prov["train_config"])
+    if train_cfg.meta_learner != config:
+        return None
+    return initial_meta_params(train_cfg, int(prov["seed"]))
+
+
+def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
+    """Runs the evaluation that :func:`add_evaluate_arguments` options describe.
+
+    Prints :func:`mapa_jax.evaluation.markdown_report` tables (unless
+    ``--json``) and, as the last line of stdout, the report as one JSON
+    object. Returns the exit status (2 for bad options or an unloadable
+    meta-learner, with the reason on stderr).
+    """
+    from mapa_jax import evaluation
+    from mapa_jax import tasks as tasks_lib
+
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    bad = [f for f in families if f not in tasks_lib.family_names()]
+    if bad or not families:
+        print(f"{prog}: unknown task families {bad or families}; known: {tasks_lib.family_names()}", file=sys.stderr)
+        return 2
+    quick = evaluation.QUICK
+    n_seeds = args.seeds if args.seeds is not None else (quick["seeds"] if args.quick else 3)
+    steps = args.steps if args.steps is not None else (quick["steps"] if args.quick else None)
+    if n_seeds < 1 or (steps is not None and steps < 1):
+        print(f"{prog}: --seeds and --steps must be >= 1, got {n_seeds} and {steps}", file=sys.stderr)
+        return 2
+    if args.first_seed < 0:
+        print(f"{prog}: --first-seed must be >= 0, got {args.first_seed}", file=sys.stderr)
+        return 2
+    try:
+        meta_params, config, source = _load_learner(args)
+    except _SourceError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as e:  # CheckpointError is a ValueError
+        print(f"{prog}: cannot load the meta-learner: {e}", file=sys.stderr)
+        return 2
+    rep = evaluation.report(meta_params, config, families, list(range(args.first_seed, args.first_seed + n_seeds)),
+                            steps, tasks_per_family=quick["tasks_per_family"] if args.quick else None,
+                            source=source, progress=not args.no_progress and not args.json,
+                            random_meta_params=run_initialization(source, config))
+    rep["quick"] = bool(args.quick)
+    if not args.json:
+        print(evaluation.markdown_report(rep))
+    print(json.dumps(evaluation.jsonable(rep)))
+    return 0
 
 
 def _cpu_only() -> bool:
@@ -115,9 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
         return 0
     if args.command == "evaluate":
-        from mapa_jax.meta import evaluate
-
-        return evaluate.run_from_args(args, prog="mapa evaluate")
+        return evaluate(args)
     return 2
 
 

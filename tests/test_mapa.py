@@ -1,4 +1,4 @@
-"""Tests for the MAPA transform (mapa_jax.mapa) and its configuration."""
+"""Tests for the MAPA transform (mapa_jax.mapa); its features and configuration have their own files."""
 
 import chex
 import flax.linen as nn
@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import mapa_jax as mj
-from mapa_jax import features, networks
+from mapa_jax import features
 from mapa_jax.mapa import conditioning
 
 SMALL = dict(lstm_hidden=16, gnn_hidden=8, gnn_rounds=2, window=4)
@@ -242,23 +242,6 @@ def test_state_holds_at_most_one_float_per_param_for_sgd_and_two_for_adam():
         assert sizes[512][1] <= n_tensors * (20 * features.HISTORY_SIZE + 4 * 16 + 3) + 64, sizes
 
 
-def test_without_value_the_loss_features_are_masked():
-    n, k = 3, 4
-    kw = dict(stats=jnp.ones((n, len(features.STATS))), sizes=jnp.full((n,), 10.0),
-              history=jnp.zeros((k, n, features.HISTORY_SIZE)), loss_history=jnp.zeros(k),
-              loss_first=jnp.float32(0), count=jnp.int32(3), prev_eta=jnp.full((n,), 1e-3),
-              prev_lam=jnp.full((n,), 1e-3), prev_tau=jnp.full((n,), 1e-2),
-              prox_mask=jnp.ones(n), eta_max=0.01, tau_max=0.1)
-    f_none, _, lh = features.trajectory_features(loss=None, **kw)
-    f_loss, _, lh2 = features.trajectory_features(loss=jnp.float32(5.0), **kw)
-    cols = [features.FEATURE_NAMES.index(c) for c in ("has_loss", "loss_vs_window", "loss_slope", "loss_vs_first")]
-    np.testing.assert_array_equal(f_none[:, cols], 0.0)
-    assert np.all(f_loss[:, cols[0]] == 1.0)
-    np.testing.assert_array_equal(lh, kw["loss_history"])  # not polluted
-    assert float(lh2[-1]) == 5.0
-    assert np.all(np.isfinite(f_none)) and f_none.shape == (n, features.NUM_FEATURES)
-
-
 def test_conditioning_equals_the_film_init_stores_and_is_differentiable_in_meta_params():
     _, params, _ = _problem()
     cfg = mj.MetaLearnerConfig(film_heads=True, **SMALL)
@@ -303,22 +286,6 @@ def test_architecture_embedding_runs_at_init_not_per_step():
 # ------------------------------------------------------------------ bad input
 
 
-def test_config_rejects_out_of_range_values():
-    for kw, match in [
-        (dict(direction="newton"), "direction must be one of"),
-        (dict(operator="l0"), "operator must be one of"),
-        (dict(window=0), "window must be an integer >= 1"),
-        (dict(eta_max=-1.0), "eta_max must be a finite number > 0"),
-        (dict(tau_max=float("inf")), "tau_max must be a finite number > 0"),
-        (dict(init_eta=1.0), "init_eta must be in the open interval"),
-        (dict(b2=1.0), "b2 must be in"),
-        (dict(film_heads=1), "film_heads must be a bool"),
-        (dict(film_heads=True, use_architecture=False), "film_heads=True needs use_architecture=True"),
-    ]:
-        with pytest.raises(ValueError, match=match):
-            mj.MetaLearnerConfig(**kw)
-
-
 def test_meta_params_for_another_config_are_rejected():
     cfg_a = mj.MetaLearnerConfig(**SMALL)
     cfg_b = mj.MetaLearnerConfig(**{**SMALL, "lstm_hidden": 32})
@@ -360,24 +327,6 @@ def test_unguarded_mode_skips_the_full_pass_but_still_skips_a_non_finite_loss():
     u, s1 = tx.update(g, s, params, value=jnp.float32(jnp.nan))
     assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
     assert int(s1.notfinite_count) == 1
-
-
-def test_sample_is_evenly_spaced_contiguous_blocks_and_exact_for_small_tensors():
-    small = jnp.arange(100.0)
-    np.testing.assert_array_equal(features._sample(small, 128), np.concatenate([np.arange(100.0), np.zeros(28)]))
-    n, blocks = features.SAMPLE_SIZE, features.SAMPLE_BLOCKS
-    big = jnp.arange(250 * 811, dtype=jnp.float32).reshape(250, 811)  # not a multiple of the block
-    s = np.asarray(features._sample(big, n)).reshape(blocks, n // blocks)
-    np.testing.assert_array_equal(np.diff(s, axis=1), 1.0)  # each block is contiguous
-    starts = s[:, 0]
-    assert starts[0] == 0 and len(set(np.diff(starts))) == 1  # evenly spaced
-    assert starts[-1] + n // blocks > 0.9 * big.size  # spans the tensor
-    # The statistics of a large tensor estimate the exact ones.
-    g = jax.random.normal(jax.random.key(0), (300, 400)) * 0.5
-    p = jax.random.normal(jax.random.key(1), (300, 400)) + 0.3 * g
-    stats = features.tensor_statistics([g], [p], jnp.array([0.5]))[0]
-    exact = [jnp.mean(jnp.abs(g)), jnp.mean(p * p), jnp.mean(g * p), jnp.mean(g * g), jnp.mean(jnp.abs(p) < 0.5)]
-    np.testing.assert_allclose(stats, np.asarray(exact), rtol=0.05, atol=0.03)  # ~4 standard errors
 
 
 def test_guard_catches_a_nan_outside_the_sample_and_does_not_change_finite_steps():

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from mapa_jax.config import MetaLearnerConfig
-from mapa_jax.mapa import MapaState, mapa
+from mapa_jax.mapa import MapaState, conditioning, mapa
 from mapa_jax.tasks.base import Task
 
 Array = jax.Array
@@ -137,12 +137,12 @@ def truncated_unroll(
         raise TypeError(f"truncated_unroll: spec must be an UnrollSpec, got {type(spec).__name__}.")
     horizon, objective, checkpoint, second_order = spec.horizon, spec.objective, spec.checkpoint, spec.second_order
     state = jax.lax.stop_gradient(state)
-    tx = mapa(meta_params, config, graph=task.graph())
+    graph = task.graph()
+    tx = mapa(meta_params, config, graph=graph)
     # The architecture conditioning is recomputed from the current meta-params
     # (the carried state holds the one from when the trajectory started), so
     # that the GNN and FiLM receive meta-gradients on every truncation.
-    fresh = tx.init(state.params)
-    opt_state = state.opt_state._replace(film=fresh.film)
+    opt_state = state.opt_state._replace(film=conditioning(meta_params, config, graph, state.params))
 
     def step(carry, _):
         params, opt_state, key = carry
