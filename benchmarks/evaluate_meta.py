@@ -10,7 +10,12 @@ from meta-training's), for T inner steps:
 * ``pgd``: lr {1e-1, 1e-2, 1e-3} x l1 {1e-3, 1e-4, 1e-5}, tuned per task (the
   paper's reg grid; its lr grid {1e-2, 1e-3, 1e-4} moved up a decade, because
   these small tasks need larger plain-gradient steps);
-* ``prox_rmsprop``: lr 1e-3, l1 1e-5, untuned ("default hyperparameters").
+* ``prox_rmsprop``: lr 1e-3, l1 1e-5, untuned ("default hyperparameters");
+* what a user would otherwise type: ``adam`` (``optax.adam(1e-3)``) and the
+  zero-config ``optax.contrib`` optimizers ``prodigy``, ``schedule_free_adamw``
+  (measured at its averaged point, ``schedule_free_eval_params``) and
+  ``dadapt_adamw``, at their defaults; ``adamw``: lr {3e-4, 1e-3, 3e-3, 1e-2},
+  tuned per task.
 
 Tuned baselines are chosen by validation loss (mean over seeds) and reported on
 the test split. Reported per task and method: final test loss and accuracy /

@@ -2,7 +2,7 @@
 
     mapa meta-train --preset {smoke,default} --checkpoint-dir DIR [--seed N] [--resume] [--devices N]
     mapa evaluate [--checkpoint-dir DIR | --pretrained NAME] [--families meta_train,meta_test]
-                  [--seeds N] [--first-seed S] [--steps T] [--quick] [--json]
+                  [--seeds N] [--first-seed S] [--steps T | --long-horizon] [--quick] [--json]
 
 ``mapa evaluate`` runs a meta-learner (default: the shipped one) against the
 registered baselines on held-out seeds and prints markdown tables and a JSON
@@ -58,6 +58,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate seeds FIRST .. FIRST+SEEDS-1 (default 0), e.g. seeds not used to choose a config")
     parser.add_argument("--steps", type=int, default=None,
                         help="inner steps T (default: the default preset's inner_steps; --quick: 50)")
+    parser.add_argument("--long-horizon", action="store_true",
+                        help="T = 5x the default preset's inner_steps (the long-horizon setting)")
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, the 2 smallest tasks per family, T = 50 (about a minute)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
@@ -129,7 +131,12 @@ def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
         return 2
     quick = evaluation.QUICK
     n_seeds = args.seeds if args.seeds is not None else (quick["seeds"] if args.quick else 3)
+    if args.long_horizon and args.steps is not None:
+        print(f"{prog}: give --steps or --long-horizon, not both", file=sys.stderr)
+        return 2
     steps = args.steps if args.steps is not None else (quick["steps"] if args.quick else None)
+    if args.long_horizon:
+        steps = evaluation.LONG_HORIZON_FACTOR * evaluation.default_steps()
     if n_seeds < 1 or (steps is not None and steps < 1):
         print(f"{prog}: --seeds and --steps must be >= 1, got {n_seeds} and {steps}", file=sys.stderr)
         return 2

@@ -113,7 +113,7 @@ def test_cli_quick_evaluates_an_exported_meta_learner_and_the_benchmark_agrees(t
     assert smoke["config"]["grids"]["pgd"] == {k: list(v) for k, v in evaluation.get_baseline("pgd").grid.items()}
     assert smoke["tasks"]["breast_cancer/mlp_tanh_1x16"]["metric"] == "accuracy"
     assert "transfer" not in rep  # needs both meta_train and meta_test
-    assert "| task | metric | mapa | mapa_random_init | prox_adam | pgd | prox_rmsprop |" in out
+    assert "| task | metric | mapa | mapa_random_init | prox_adam | pgd | prox_rmsprop | adam | prodigy |" in out
     assert "### smoke: aggregates over 2 tasks" in out
 
     rc, bench_out, err = _main(_load_benchmark().main, [*argv, "--json"])
@@ -136,6 +136,8 @@ def test_cli_first_seed_evaluates_later_seeds_and_rejects_negative_ones(tmp_path
             assert [r["seed"] for r in method["per_seed"]] == [3, 4]
     rc, out, err = _main(cli.main, [*argv, "--first-seed", "-1"])
     assert rc == 2 and out == "" and "--first-seed must be >= 0, got -1" in err
+    rc, out, err = _main(cli.main, [*argv, "--long-horizon"])  # argv gives --steps
+    assert rc == 2 and out == "" and "--steps or --long-horizon, not both" in err
 
 
 def test_cli_evaluate_explains_how_to_get_a_meta_learner_when_none_is_shipped(tmp_path, monkeypatch):

@@ -26,9 +26,12 @@ def test_markdown_shows_every_method_the_chosen_grid_point_and_divergence(eval_r
     diverged["tasks"][task.name]["methods"]["pgd"]["test_loss"]["mean"] = None
     diverged["tasks"][task.name]["methods"]["pgd"]["finite_fraction"] = 0.5
     text = evaluation.markdown_report({"families": {"smoke": diverged}})
-    assert "| task | metric | mapa | mapa_random_init | prox_adam | pgd | prox_rmsprop |" in text
-    assert "| task | prox_adam (learning_rate / l1) | pgd (learning_rate / l1) | prox_rmsprop (learning_rate / l1) |" in text
-    assert f"| {task.name} | 0.01 / 0.0001 | 0.1 / 1e-05 | 0.001 / 1e-05 |" in text
+    assert ("| task | metric | mapa | mapa_random_init | prox_adam | pgd | prox_rmsprop | adam | prodigy "
+            "| schedule_free_adamw | dadapt_adamw | adamw |") in text
+    assert ("| task | prox_adam (learning_rate / l1) | pgd (learning_rate / l1) | prox_rmsprop (learning_rate / l1) "
+            "| adamw (learning_rate) |") in text  # zero-config ones choose nothing
+    adamw_lr = result["tasks"][task.name]["methods"]["adamw"]["hparams"]["learning_rate"]
+    assert f"| {task.name} | 0.01 / 0.0001 | 0.1 / 1e-05 | 0.001 / 1e-05 | {adamw_lr:g} |" in text
     assert "diverged (50% of seeds finite)" in text
     mapa = result["tasks"][task.name]["methods"]["mapa"]["test_loss"]["mean"]
     assert f"{mapa:.4g}" in text

@@ -13,7 +13,8 @@ from mapa_jax import evaluation
 
 T = EVAL_T
 SEEDS = list(EVAL_SEEDS)
-METHODS = ["mapa", "mapa_random_init", "prox_adam", "pgd", "prox_rmsprop"]
+METHODS = ["mapa", "mapa_random_init", "prox_adam", "pgd", "prox_rmsprop", "adam", "prodigy",
+           "schedule_free_adamw", "dadapt_adamw", "adamw"]
 
 
 def test_compare_reports_every_method_with_seed_statistics(eval_result):
@@ -74,7 +75,7 @@ def test_select_best_uses_validation_not_test_loss_nonfinite_as_inf_and_first_on
 def test_compare_rejects_unknown_baselines_and_mismatched_grids(eval_result):
     _, tiny, trained_like, config = eval_result
     with pytest.raises(ValueError, match="unknown baselines"):
-        evaluation.compare(trained_like, config, [tiny], SEEDS, T, baselines=("adamw",))
+        evaluation.compare(trained_like, config, [tiny], SEEDS, T, baselines=("sgd",))
     with pytest.raises(ValueError, match="exactly"):
         evaluation.compare(trained_like, config, [tiny], SEEDS, T, grid={"pgd": {"lr": (0.1,)}})
     with pytest.raises(ValueError, match="not among the baselines"):

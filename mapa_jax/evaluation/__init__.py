@@ -22,12 +22,21 @@ from mapa_jax.evaluation.baselines import (
     DEFAULT_BASELINES,
     MAPA_RANDOM_INIT,
     TRANSFER_REFERENCE,
+    ZERO_CONFIG_BASELINES,
     Baseline,
     baseline_names,
     get_baseline,
     register_baseline,
 )
-from mapa_jax.evaluation.protocol import QUICK, MapaFactory, compare, report, select_best
+from mapa_jax.evaluation.protocol import (
+    LONG_HORIZON_FACTOR,
+    QUICK,
+    MapaFactory,
+    compare,
+    default_steps,
+    report,
+    select_best,
+)
 from mapa_jax.evaluation.markdown import jsonable, markdown_report
 from mapa_jax.evaluation.runner import EVAL_SEED_OFFSET, SPARSITY_THRESHOLD, run_seeds
 from mapa_jax.evaluation.stats import (
@@ -42,9 +51,9 @@ from mapa_jax.evaluation.stats import (
 
 __all__ = [
     "EVAL_SEED_OFFSET", "SPARSITY_THRESHOLD", "run_seeds",
-    "Baseline", "BASELINES", "DEFAULT_BASELINES", "MAPA_RANDOM_INIT", "TRANSFER_REFERENCE",
+    "Baseline", "BASELINES", "DEFAULT_BASELINES", "ZERO_CONFIG_BASELINES", "MAPA_RANDOM_INIT", "TRANSFER_REFERENCE",
     "register_baseline", "get_baseline", "baseline_names",
-    "MapaFactory", "compare", "select_best", "report", "QUICK",
+    "MapaFactory", "compare", "select_best", "report", "QUICK", "LONG_HORIZON_FACTOR", "default_steps",
     "mean_ranks", "wins", "paired", "performance", "TRANSFER_DEFINITION", "transfer_score", "aggregate",
     "markdown_report", "jsonable",
 ]

@@ -21,14 +21,14 @@ MAPA.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import optax
 
 from mapa_jax.tasks.base import Task
 from mapa_jax.transforms import prox_adam, prox_rmsprop, proximal_gradient
 
-__all__ = ["Baseline", "BASELINES", "DEFAULT_BASELINES", "MAPA_RANDOM_INIT", "TRANSFER_REFERENCE",
+__all__ = ["Baseline", "BASELINES", "DEFAULT_BASELINES", "ZERO_CONFIG_BASELINES", "MAPA_RANDOM_INIT", "TRANSFER_REFERENCE",
            "register_baseline", "get_baseline", "baseline_names"]
 
 
@@ -44,12 +44,16 @@ class Baseline:
         lowest validation loss (mean over seeds) is reported on the test split.
         A single combination means "untuned"; an empty grid, "zero-config".
       description: one line for reports.
+      eval_params: ``(opt_state, params) -> params``, the point at which the
+        run is measured (schedule-free methods: their averaged iterate);
+        None: the params themselves.
     """
 
     name: str
     make: Callable[[Task, Mapping[str, Any]], optax.GradientTransformation]
     grid: Mapping[str, Sequence[float]]
     description: str = ""
+    eval_params: Optional[Callable[[Any, Any], Any]] = None
 
 
 #: The registry: name -> entry. Add to it with :func:`register_baseline`.
@@ -115,8 +119,51 @@ register_baseline(Baseline("pgd", _pgd, {"learning_rate": (1e-1, 1e-2, 1e-3), "l
 register_baseline(Baseline("prox_rmsprop", _prox_rmsprop, {"learning_rate": (1e-3,), "l1": (1e-5,)},
                            "Proximal RMSProp, default hyperparameters (untuned)"))
 
+
+
+def _adam(task: Task, hparams: Mapping[str, Any]) -> optax.GradientTransformation:
+    del task, hparams
+    return optax.adam(1e-3)
+
+
+def _adamw(task: Task, hparams: Mapping[str, Any]) -> optax.GradientTransformation:
+    del task
+    return optax.adamw(hparams["learning_rate"])
+
+
+def _prodigy(task: Task, hparams: Mapping[str, Any]) -> optax.GradientTransformation:
+    del task, hparams
+    return optax.contrib.prodigy()
+
+
+def _schedule_free_adamw(task: Task, hparams: Mapping[str, Any]) -> optax.GradientTransformation:
+    del task, hparams
+    return optax.contrib.schedule_free_adamw()
+
+
+def _dadapt_adamw(task: Task, hparams: Mapping[str, Any]) -> optax.GradientTransformation:
+    del task, hparams
+    return optax.contrib.dadapt_adamw()
+
+
+# What a user would otherwise type: Adam at its usual learning rate, the
+# tuning-free optimizers of optax.contrib at their defaults (schedule-free
+# measured at its averaged point, as its authors evaluate it), and a small
+# AdamW learning-rate sweep (optax's default weight decay 1e-4).
+register_baseline(Baseline("adam", _adam, {}, "optax.adam(1e-3), zero-config"))
+register_baseline(Baseline("prodigy", _prodigy, {}, "optax.contrib.prodigy(), zero-config"))
+register_baseline(Baseline("schedule_free_adamw", _schedule_free_adamw, {},
+                           "optax.contrib.schedule_free_adamw(), zero-config, at its averaged point",
+                           eval_params=optax.contrib.schedule_free_eval_params))
+register_baseline(Baseline("dadapt_adamw", _dadapt_adamw, {}, "optax.contrib.dadapt_adamw(), zero-config"))
+register_baseline(Baseline("adamw", _adamw, {"learning_rate": (3e-4, 1e-3, 3e-3, 1e-2)},
+                           "optax.adamw, learning rate grid-tuned per task on validation loss"))
+
+#: The zero-config baselines (one point, nothing tuned).
+ZERO_CONFIG_BASELINES = ("adam", "prodigy", "schedule_free_adamw", "dadapt_adamw")
+
 #: What :func:`compare` runs besides ``"mapa"`` unless told otherwise.
-DEFAULT_BASELINES = (MAPA_RANDOM_INIT, "prox_adam", "pgd", "prox_rmsprop")
+DEFAULT_BASELINES = (MAPA_RANDOM_INIT, "prox_adam", "pgd", "prox_rmsprop", *ZERO_CONFIG_BASELINES, "adamw")
 
 #: The baseline whose loss is the unit of :func:`performance` and :func:`transfer_score`.
 TRANSFER_REFERENCE = "prox_adam"

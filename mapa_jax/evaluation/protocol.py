@@ -35,7 +35,7 @@ from mapa_jax.evaluation.stats import _finite_or, aggregate, transfer_score
 from mapa_jax.mapa import init_meta_params, mapa
 from mapa_jax.tasks.base import Task
 
-__all__ = ["MapaFactory", "compare", "select_best", "report", "QUICK"]
+__all__ = ["MapaFactory", "compare", "select_best", "report", "QUICK", "LONG_HORIZON_FACTOR", "default_steps"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,8 +135,10 @@ def compare(
     * ``"mapa"``: ``mapa(meta_params, config, graph=task.graph())``;
     * ``"mapa_random_init"``: the same config at ``random_meta_params``
       (default ``init_meta_params(jax.random.key(0), config)``);
-    * the registered baselines (:data:`BASELINES`; by default ``"prox_adam"``,
-      ``"pgd"``, ``"prox_rmsprop"``): every point of the grid is run on every
+    * the registered baselines (:data:`BASELINES`; by default the grid-tuned
+      ``"prox_adam"``, ``"pgd"`` and ``"adamw"``, the untuned ``"prox_rmsprop"``
+      and the zero-config ``"adam"``, ``"prodigy"``, ``"schedule_free_adamw"``
+      and ``"dadapt_adamw"``): every point of the grid is run on every
       seed; the point with the lowest mean *validation* loss is chosen per task
       and its *test* numbers are reported. (Deterministic synthetic tasks have
       one objective for every split, so there selection and report coincide.)
@@ -223,7 +225,8 @@ def compare(
             candidates = []
             for hp in points:
                 candidates.append(run_seeds(entry.make, task, seeds, steps,
-                                            hparams={k: np.float32(v) for k, v in hp.items()}))
+                                            hparams={k: np.float32(v) for k, v in hp.items()},
+                                            eval_params=entry.eval_params))
                 tick(f"{task.name} {name}")
             best = select_best(candidates)
             methods[name] = {
@@ -253,7 +256,11 @@ def compare(
 QUICK = {"seeds": 1, "tasks_per_family": 2, "steps": 50}
 
 
-def _default_steps() -> int:
+#: ``--long-horizon``: T is this many times the default preset's ``inner_steps``.
+LONG_HORIZON_FACTOR = 5
+
+
+def default_steps() -> int:
     """T of the shipped meta-learner's training: the ``"default"`` preset's ``inner_steps``."""
     from mapa_jax.meta.config import PRESETS  # local: meta-training's configuration, needed here only
 
@@ -289,7 +296,7 @@ def report(
     ``steps`` defaults to the ``"default"`` meta-training preset's ``inner_steps``.
     """
     if steps is None:
-        steps = _default_steps()
+        steps = default_steps()
     t0 = time.perf_counter()
     out: dict[str, Any] = {
         "benchmark": "evaluate_meta",

@@ -35,9 +35,9 @@ SPARSITY_THRESHOLD = 1e-6
 
 
 def _train(tx: optax.GradientTransformation, task: Task, k_init: jax.Array, k_run: jax.Array,
-           steps: int) -> tuple[Any, jax.Array]:
+           steps: int) -> tuple[Any, Any, jax.Array]:
     """``steps`` steps of ``tx`` on ``task`` from ``task.init(k_init)``, in one scan:
-    the final params and the minibatch-loss curve (traceable; callers jit it)."""
+    the final params and optimizer state and the minibatch-loss curve (traceable; callers jit it)."""
     params = task.init(k_init)
 
     def step(carry, k):
@@ -46,8 +46,8 @@ def _train(tx: optax.GradientTransformation, task: Task, k_init: jax.Array, k_ru
         updates, state = tx.update(grads, state, params, value=loss)
         return (optax.apply_updates(params, updates), state), loss
 
-    (params, _), losses = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_run, steps))
-    return params, losses
+    (params, state), losses = jax.lax.scan(step, (params, tx.init(params)), jax.random.split(k_run, steps))
+    return params, state, losses
 
 
 def _steps_to_95(losses: np.ndarray) -> Optional[int]:
@@ -70,17 +70,20 @@ class _Fixed:
 
 
 @functools.lru_cache(maxsize=128)
-def _seeds_runner(make_tx: Callable[[Task, Any], optax.GradientTransformation], task: Task, steps: int) -> Callable:
+def _seeds_runner(make_tx: Callable[[Task, Any], optax.GradientTransformation], task: Task, steps: int,
+                  eval_params: Optional[Callable[[Any, Any], Any]]) -> Callable:
     """``jit(vmap over seeds)`` of one trajectory; ``hparams`` is a traced (shared) argument.
 
-    Cached on ``(make_tx, task, steps)``: every value of the hyperparameters and
-    every set of seeds of one size reuses one compiled program.
+    Cached on ``(make_tx, task, steps, eval_params)``: every value of the
+    hyperparameters and every set of seeds of one size reuses one compiled program.
     """
 
     def one(hparams: Any, seed: jax.Array):
         tx = make_tx(task, hparams)
         k_init, k_run = jax.random.split(jax.random.key(seed))
-        params, losses = _train(tx, task, k_init, k_run, steps)
+        params, state, losses = _train(tx, task, k_init, k_run, steps)
+        if eval_params is not None:
+            params = eval_params(state, params)
         metrics = {split: dict(task.evaluate(params, split)) for split in SPLITS}
         weights = [p for p in jax.tree.leaves(params) if jnp.ndim(p) >= 2]
         zeros = sum((jnp.sum(jnp.abs(w) < SPARSITY_THRESHOLD) for w in weights), jnp.int32(0))
@@ -95,6 +98,8 @@ def run_seeds(
     seeds: Sequence[int],
     steps: int,
     hparams: Any = None,
+    *,
+    eval_params: Optional[Callable[[Any, Any], Any]] = None,
 ) -> list[dict[str, Any]]:
     """Trains ``task`` for ``steps`` steps from the initialization of each seed, in one ``jit(vmap)``.
 
@@ -109,6 +114,11 @@ def run_seeds(
       seeds: evaluation seeds (offset by :data:`EVAL_SEED_OFFSET`).
       steps: T, the inner steps of each run.
       hparams: the hyperparameters given to ``make_tx``, or None.
+      eval_params: ``(opt_state, params) -> params``: the point at which the
+        final metrics and sparsity are measured (e.g.
+        ``optax.contrib.schedule_free_eval_params``, the averaged iterate of
+        schedule-free methods); None: the params themselves. The loss curve
+        is always that of the training iterate.
 
     Returns:
       One record per seed, in the order of ``seeds``: ``task`` (its name),
@@ -124,7 +134,7 @@ def run_seeds(
         raise ValueError("run_seeds: seeds is empty.")
     factory = _Fixed(make_tx) if hparams is None else make_tx
     offsets = np.asarray([EVAL_SEED_OFFSET + int(s) for s in seeds], np.int32)
-    losses, metrics, zeros = jax.device_get(_seeds_runner(factory, task, int(steps))(hparams, offsets))
+    losses, metrics, zeros = jax.device_get(_seeds_runner(factory, task, int(steps), eval_params)(hparams, offsets))
     total = sum(
         int(np.prod(p.shape)) for p in jax.tree.leaves(jax.eval_shape(task.init, jax.random.key(0))) if len(p.shape) >= 2
     )
