@@ -6,11 +6,14 @@ import dataclasses
 import math
 from typing import Any
 
-__all__ = ["MetaLearnerConfig", "DIRECTIONS", "OPERATORS", "learned_optimizer_config"]
+__all__ = ["MetaLearnerConfig", "DIRECTIONS", "OPERATORS", "PARAMETERIZATIONS", "learned_optimizer_config"]
 
 DIRECTIONS = ("sgd", "adam")
 # "none" is the generic learned optimizer (no prox): the paper's LearnedOpt baseline.
 OPERATORS = ("paper", "huber", "soft_threshold", "elastic_net", "none")
+# How the heads' outputs become (eta, lam, tau): the paper's fixed bounds
+# (Eq. 21-23) or a learned factor on a scale-free base step.
+PARAMETERIZATIONS = ("paper", "relative")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +34,38 @@ class MetaLearnerConfig:
       lstm_hidden: LSTM hidden units (paper: 256).
       gnn_hidden: GNN hidden size (paper: 128).
       gnn_rounds: message-passing rounds K (paper: 3).
-      eta_max: upper bound of the step size, ``eta = sigmoid(.) * eta_max``
-        (paper: 0.01).
+      parameterization: how the three head outputs ``(h_eta, h_lam, h_tau)``
+        become the proximal parameters of a tensor.
+
+        ``"paper"`` (Eq. 21-23): ``eta = sigmoid(h_eta) * eta_max``,
+        ``lam = softplus(h_lam)``, ``tau = sigmoid(h_tau) * tau_max``: one
+        fixed step-size range for every task.
+
+        ``"relative"``: a bounded learned factor on a scale-free base step,
+        ``eta = b * exp(eta_range * tanh(h_eta))`` with the base ``b =
+        base_step * s`` for the ``"adam"`` direction (whose direction is of
+        unit scale) and ``b = base_step * s / rms(g)`` for ``"sgd"``
+        (normalized gradient steps), where ``s = max(rms(p), 0.1 * mean over
+        tensors of rms(p), 1e-3)`` is the tensor's own scale (the floor
+        serves tensors that start at zero, such as biases); the threshold is
+        relative too, ``tau = sigmoid(h_tau) * tau_max * s``; ``lam =
+        softplus(h_lam)`` as in the paper. At initialization (``h_eta = 0``)
+        the step is the base step: each step moves a tensor by about
+        ``base_step`` of its RMS, whatever the parameterization of the
+        model, and meta-training learns factors within ``exp(+-eta_range)``.
+        ``rms`` comes from the same subsample as the features' statistics.
+      eta_max: ``"paper"``: upper bound of the step size, ``eta = sigmoid(.) *
+        eta_max`` (paper: 0.01). Unused by ``"relative"``.
       tau_max: upper bound of the threshold, ``tau = sigmoid(.) * tau_max``
-        (paper: 0.1).
+        (paper: 0.1); with ``"relative"``, as a fraction of the tensor's scale.
+      base_step: ``"relative"``: the base step as a fraction of a tensor's RMS.
+      eta_range: ``"relative"``: the learned factor lies in
+        ``[exp(-eta_range), exp(eta_range)]`` (default: a decade each way).
+      horizon_aware: two more features, whether the length of training is
+        known and the fraction of it done (``mapa(..., total_steps=T)``), so
+        that a learner can learn warm-up and decay shapes that stretch with
+        the run. Without ``total_steps`` both are 0: the learner then sees only
+        horizon-free features.
       use_architecture: condition on the GNN embedding of the architecture
         through FiLM. False gives the generic learned optimizer (no GNN, no FiLM).
       film_heads: besides FiLM on the LSTM output (Eq. 20), add a per-tensor
@@ -44,7 +75,8 @@ class MetaLearnerConfig:
         architecture reaches eta, lambda and tau only through the product of two
         near-zero initializations (FiLM's and the heads'), so a meta-learner
         learns per-architecture values slowly. Needs ``use_architecture``.
-      init_eta: initial ``eta / eta_max`` (sets the head's bias), in (0, 1).
+      init_eta: ``"paper"``: initial ``eta / eta_max`` (sets the head's bias),
+        in (0, 1). ``"relative"`` starts at factor 1 (the base step).
       init_lam: initial ``lam`` (sets the head's bias), > 0.
       init_tau: initial ``tau / tau_max`` (sets the head's bias), in (0, 1).
       b1, b2, eps: Adam moments of the ``"adam"`` direction.
@@ -56,8 +88,12 @@ class MetaLearnerConfig:
     lstm_hidden: int = 256
     gnn_hidden: int = 128
     gnn_rounds: int = 3
+    parameterization: str = "paper"
     eta_max: float = 0.01
     tau_max: float = 0.1
+    base_step: float = 1e-2
+    eta_range: float = math.log(10.0)
+    horizon_aware: bool = False
     use_architecture: bool = True
     film_heads: bool = False
     init_eta: float = 0.5
@@ -75,11 +111,13 @@ class MetaLearnerConfig:
             raise bad("direction", self.direction, f"one of {DIRECTIONS}")
         if self.operator not in OPERATORS:
             raise bad("operator", self.operator, f"one of {OPERATORS}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise bad("parameterization", self.parameterization, f"one of {PARAMETERIZATIONS}")
         for name in ("window", "lstm_hidden", "gnn_hidden", "gnn_rounds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, value, "an integer >= 1")
-        for name in ("eta_max", "tau_max", "init_lam", "eps"):
+        for name in ("eta_max", "tau_max", "init_lam", "eps", "base_step", "eta_range"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise bad(name, value, "a finite number > 0")
@@ -91,7 +129,7 @@ class MetaLearnerConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0 <= value < 1):
                 raise bad(name, value, "in [0, 1)")
-        for name in ("use_architecture", "film_heads"):
+        for name in ("use_architecture", "film_heads", "horizon_aware"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, getattr(self, name), "a bool")
         if self.film_heads and not self.use_architecture:

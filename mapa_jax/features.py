@@ -18,13 +18,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mapa_jax.proximal_update import compute_dtype
+from mapa_jax.proximal_update import compute_dtype, gradients_finite  # noqa: F401  (re-exported)
 
 Array = jax.Array
 
 __all__ = [
     "FEATURE_NAMES",
     "NUM_FEATURES",
+    "HORIZON_FEATURE_NAMES",
+    "num_features",
+    "progress",
+    "tensor_scale",
     "HISTORY_SIZE",
     "STATS",
     "tensor_statistics",
@@ -59,6 +63,23 @@ FEATURE_NAMES = (
     "log_size",  # log1p(number of elements) / 15
 )
 NUM_FEATURES = len(FEATURE_NAMES)
+
+# Appended for a horizon-aware learner (MetaLearnerConfig.horizon_aware).
+HORIZON_FEATURE_NAMES = (
+    "has_horizon",  # 1 if total_steps was given
+    "progress",  # min((step + 1) / total_steps, 1): 1 at the last step and after
+)
+
+
+def progress(count: Array, total_steps: int) -> Array:
+    """The fraction of training done at the step after ``count`` finite steps:
+    ``min((count + 1) / total_steps, 1)``, so 1 at the last step and after it."""
+    return jnp.minimum((jnp.asarray(count) + 1).astype(jnp.float32) / total_steps, 1.0)
+
+
+def num_features(horizon_aware: bool) -> int:
+    """Width of the feature vector: :data:`FEATURE_NAMES`, plus :data:`HORIZON_FEATURE_NAMES` if ``horizon_aware``."""
+    return NUM_FEATURES + (len(HORIZON_FEATURE_NAMES) if horizon_aware else 0)
 
 _TINY = 1e-30
 _LOG_CLIP = (-30.0, 10.0)
@@ -99,13 +120,6 @@ def _sample(x: Array, n: int) -> Array:
     return jnp.pad(sample, (0, n - sample.shape[0]))
 
 
-def gradients_finite(grads: list[Array]) -> Array:
-    """True iff every entry of every gradient is finite: one plain sum per
-    tensor (a sum is non-finite iff an entry is, or the sum overflows)."""
-    sums = jnp.stack([jnp.sum(g).astype(compute_dtype(g.dtype)) for g in grads])
-    return jnp.all(jnp.isfinite(sums))
-
-
 def tensor_statistics(
     grads: list[Array],
     params: list[Array],
@@ -140,6 +154,25 @@ def tensor_statistics(
         ],
         axis=1,
     ).astype(jnp.float32)
+
+
+# Floors of :func:`tensor_scale`: a fraction of the mean scale over tensors,
+# and an absolute one (for a model whose tensors all start at zero).
+SCALE_FLOOR_FRACTION = 0.1
+SCALE_FLOOR = 1e-3
+
+
+def tensor_scale(stats: Array) -> Array:
+    """Each tensor's own scale, ``(n,)``, from :func:`tensor_statistics`'s ``(n, len(STATS))``.
+
+    ``s = max(rms(p), SCALE_FLOOR_FRACTION * mean over tensors of rms(p),
+    SCALE_FLOOR)``, with ``rms(p)`` from the subsample (exact for small
+    tensors). The floors serve tensors that start at zero (biases, zero-
+    initialized layers), whose own RMS says nothing about the step they need.
+    """
+    rms = jnp.sqrt(jnp.maximum(stats[:, STATS.index("mean_sq_param")], 0.0))
+    floor = SCALE_FLOOR_FRACTION * jnp.sum(rms) / jnp.maximum(jnp.sum(rms > 0), 1)
+    return jnp.maximum(jnp.maximum(rms, floor), SCALE_FLOOR)
 
 
 def log_rms(mean_sq: Array) -> Array:
@@ -187,8 +220,10 @@ def trajectory_features(
     prev_lam: Array,
     prev_tau: Array,
     prox_mask: Array,
-    eta_max: float,
-    tau_max: float,
+    eta_max: float | Array,
+    tau_max: float | Array,
+    horizon_aware: bool = False,
+    progress: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Features for the LSTM, and the updated rings.
 
@@ -203,10 +238,15 @@ def trajectory_features(
       loss: this step's loss, or None.
       prev_eta, prev_lam, prev_tau: ``(n,)`` the meta-learner's last outputs.
       prox_mask: ``(n,)`` 1.0 where the prox applies.
-      eta_max, tau_max: the output bounds (to normalize the previous outputs).
+      eta_max, tau_max: the output bounds (to normalize the previous outputs):
+        scalars, or ``(n,)`` per-tensor bounds.
+      horizon_aware: append :data:`HORIZON_FEATURE_NAMES`.
+      progress: with ``horizon_aware``, the fraction of training done
+        (:func:`progress`), or None when the length is
+        not known (both horizon features are then 0).
 
     Returns:
-      ``(features (n, NUM_FEATURES), history with this step's row pushed
+      ``(features (n, num_features(horizon_aware)), history with this step's row pushed
       (log RMS grad and param, log of the eta in force before this step),
       loss_history with this loss pushed (unchanged without a loss))``.
     """
@@ -254,8 +294,15 @@ def trajectory_features(
         jnp.clip(jnp.log(prev_lam + _TINY), -30.0, 10.0) / 10.0,
         prev_tau / tau_max,
     ]
+    horizon = []  # after the paper's features, so that theirs keep their columns
+    if horizon_aware:
+        if progress is None:
+            horizon = [jnp.zeros(()), jnp.zeros(())]
+        else:
+            horizon = [jnp.ones(()), jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)]
     broadcast = [jnp.broadcast_to(f, (n,)) for f in loss_feats + common]
     statics = [prox_mask.astype(jnp.float32), jnp.log1p(sizes) / 15.0]
+    statics += [jnp.broadcast_to(f, (n,)) for f in horizon]
     feats = jnp.stack(per_tensor + broadcast + statics, axis=-1)
     return feats, history, loss_history
 

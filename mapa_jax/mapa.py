@@ -34,6 +34,7 @@ from mapa_jax.proximal_update import (
     adam_direction,
     as_compute_dtype,
     check_params,
+    gradients_finite,
     proximal_updates,
     resolve_mask,
 )
@@ -92,7 +93,8 @@ def init_meta_params(key: Array, config: MetaLearnerConfig = MetaLearnerConfig()
     """Random meta-learner parameters for ``config`` (a pytree of float32 arrays)."""
     if not isinstance(config, MetaLearnerConfig):
         raise TypeError(f"init_meta_params: config must be a MetaLearnerConfig, got {type(config).__name__}.")
-    inputs = networks.dummy_inputs(architecture.num_node_features(), architecture.num_edge_features())
+    inputs = networks.dummy_inputs(architecture.num_node_features(), architecture.num_edge_features(),
+                                   features.num_features(config.horizon_aware))
     return _model(config).init(key, *inputs)
 
 
@@ -232,6 +234,7 @@ def mapa(
     *,
     mask: MaskOrFn = None,
     skip_nonfinite: bool = True,
+    total_steps: Optional[int] = None,
 ) -> optax.GradientTransformationExtraArgs:
     """The MAPA optimizer: a meta-learned proximal update (paper Eq. 7, 14).
 
@@ -260,6 +263,13 @@ def mapa(
         optax optimizers (``optax.apply_if_finite`` guards them at the same
         cost as the check). The features never wait for the check. See
         ``benchmarks/overhead.py`` for what the pass costs.
+      total_steps: the length of training, when known, for a learner with
+        ``config.horizon_aware``: its features then include the fraction of
+        training done, ``min((step + 1) / total_steps, 1)`` (1 at the last
+        step; a run longer than ``total_steps`` keeps going with the fraction
+        at 1). None: both horizon features are 0 (the learner sees only
+        horizon-free features). A learner without ``horizon_aware`` has no
+        such features, and giving it ``total_steps`` is an error.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``. ``update(grads, state,
@@ -271,8 +281,17 @@ def mapa(
     if not isinstance(config, MetaLearnerConfig):
         raise TypeError(f"mapa: config must be a MetaLearnerConfig, got {type(config).__name__}.")
     check_meta_params(meta_params, config)
+    if total_steps is not None:
+        if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
+            raise ValueError(f"mapa: total_steps must be a positive integer or None, got {total_steps!r}.")
+        if not config.horizon_aware:
+            raise ValueError(
+                "mapa: total_steps was given but the config has horizon_aware=False: this learner has no "
+                "horizon features (it was trained without them); leave total_steps=None."
+            )
     model = _model(config)
     operator = _operator(config)
+    relative = config.parameterization == "relative"
     k = config.window
     adam = config.direction == "adam"
 
@@ -282,7 +301,12 @@ def mapa(
         zeros = jnp.zeros((n, config.lstm_hidden), jnp.float32)
         # Before any step the outputs are the heads' response to a zero LSTM state.
         raw = model.apply(meta_params, beta, method=lambda m, h: m.heads(h)) + shift
-        eta, lam, tau = networks.heads_to_params(raw, config)
+        if relative:  # the scales of the initial params (no gradient yet: the adam direction's base)
+            leaves = jax.tree.leaves(params)
+            scale = features.tensor_scale(features.tensor_statistics(leaves, leaves, jnp.zeros(n)))
+            eta, lam, tau = networks.heads_to_params(raw, config, config.base_step * scale, scale)
+        else:
+            eta, lam, tau = networks.heads_to_params(raw, config)
         treedef = jax.tree.structure(params)
         moments = optax.tree.zeros_like(params) if adam else ()
         return MapaState(
@@ -324,10 +348,20 @@ def mapa(
             value = jnp.where(finite, value, 0.0)
         stats = jnp.where(finite, stats, 0.0)
         if skip_nonfinite:
-            finite = finite & features.gradients_finite(g_leaves)
+            finite = finite & gradients_finite(g_leaves)
 
         # 2. Features over the window, 3. LSTM step with FiLM, 4. bounded heads.
         sizes = jnp.asarray([float(np.prod(jnp.shape(p))) for p in p_leaves], jnp.float32)
+        if relative:  # the base step and the bounds, from each tensor's own scale
+            scale = features.tensor_scale(stats)
+            eta_base = config.base_step * scale
+            if not adam:  # normalized gradient steps
+                rms_g = jnp.sqrt(stats[:, features.STATS.index("mean_sq_grad")])
+                eta_base = eta_base / jnp.maximum(rms_g, 1e-30)
+            eta_bound, tau_bound = eta_base * np.exp(config.eta_range), config.tau_max * scale
+        else:
+            eta_bound, tau_bound = config.eta_max, config.tau_max
+        progress = None if total_steps is None else features.progress(state.count, total_steps)
         feats, history, loss_history = features.trajectory_features(
             stats=stats,
             sizes=sizes,
@@ -340,11 +374,16 @@ def mapa(
             prev_lam=prev_lam,
             prev_tau=prev_tau,
             prox_mask=jnp.asarray(prox_mask, jnp.float32),
-            eta_max=config.eta_max,
-            tau_max=config.tau_max,
+            eta_max=eta_bound,
+            tau_max=tau_bound,
+            horizon_aware=config.horizon_aware,
+            progress=progress,
         )
         lstm, raw = model.apply(meta_params, state.lstm, feats, *state.film, method="step")
-        eta, lam, tau = networks.heads_to_params(raw, config)
+        if relative:
+            eta, lam, tau = networks.heads_to_params(raw, config, eta_base, scale)
+        else:
+            eta, lam, tau = networks.heads_to_params(raw, config)
 
         # 5. Direction, 6. prox step on masked tensors.
         if adam:

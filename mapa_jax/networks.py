@@ -24,7 +24,7 @@ The conditioning (GNN + FiLM coefficients) runs once per optimizer ``init``;
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -120,7 +120,9 @@ class MetaLearner(nn.Module):
         self.input_norm = nn.LayerNorm(name="input_norm")
         self.lstm = nn.OptimizedLSTMCell(c.lstm_hidden, name="lstm")
         self.output_norm = nn.LayerNorm(name="output_norm")
-        bias = jnp.array([_logit(c.init_eta), _inverse_softplus(c.init_lam), _logit(c.init_tau)])
+        # "relative" starts at the base step: tanh(0) = 0, a factor of 1.
+        eta_bias = _logit(c.init_eta) if c.parameterization == "paper" else 0.0
+        bias = jnp.array([eta_bias, _inverse_softplus(c.init_lam), _logit(c.init_tau)])
         self.heads = nn.Dense(
             3,
             kernel_init=nn.initializers.normal(1e-2),
@@ -167,15 +169,35 @@ class MetaLearner(nn.Module):
         return self.step((zeros, zeros), features, gamma, beta, shift)
 
 
-def heads_to_params(raw: Array, config: MetaLearnerConfig) -> tuple[Array, Array, Array]:
-    """Eq. 21-23: ``eta = sigmoid * eta_max``, ``lam = softplus``, ``tau = sigmoid * tau_max``."""
-    eta = jax.nn.sigmoid(raw[..., 0]) * config.eta_max
+def heads_to_params(
+    raw: Array,
+    config: MetaLearnerConfig,
+    eta_base: Optional[Array] = None,
+    scale: Optional[Array] = None,
+) -> tuple[Array, Array, Array]:
+    """The heads' raw outputs ``(..., 3)`` as ``(eta, lam, tau)`` (see ``MetaLearnerConfig.parameterization``).
+
+    ``"paper"`` (Eq. 21-23): ``eta = sigmoid * eta_max``, ``lam = softplus``,
+    ``tau = sigmoid * tau_max``. ``"relative"``: ``eta = eta_base *
+    exp(eta_range * tanh)``, ``lam = softplus``, ``tau = sigmoid * tau_max *
+    scale``, with ``eta_base`` and ``scale`` (the tensors' base steps and own
+    scales, shaped like ``raw[..., 0]``) required.
+    """
     lam = jax.nn.softplus(raw[..., 1])
-    tau = jax.nn.sigmoid(raw[..., 2]) * config.tau_max
+    if config.parameterization == "paper":
+        eta = jax.nn.sigmoid(raw[..., 0]) * config.eta_max
+        tau = jax.nn.sigmoid(raw[..., 2]) * config.tau_max
+        return eta, lam, tau
+    if eta_base is None or scale is None:
+        raise ValueError('heads_to_params: parameterization="relative" needs eta_base and scale.')
+    eta = eta_base * jnp.exp(config.eta_range * jnp.tanh(raw[..., 0]))
+    tau = jax.nn.sigmoid(raw[..., 2]) * config.tau_max * scale
     return eta, lam, tau
 
 
-def dummy_inputs(node_features: int, edge_features: int) -> tuple[jraph.GraphsTuple, Array, Array, Array]:
+def dummy_inputs(
+    node_features: int, edge_features: int, num_features: int = NUM_FEATURES
+) -> tuple[jraph.GraphsTuple, Array, Array, Array]:
     """A two-node graph and matching inputs, to initialize parameters."""
     graph = jraph.GraphsTuple(
         nodes=jnp.zeros((2, node_features)),
@@ -186,4 +208,4 @@ def dummy_inputs(node_features: int, edge_features: int) -> tuple[jraph.GraphsTu
         n_edge=jnp.array([1]),
         globals=jnp.zeros((1, 1)),
     )
-    return graph, jnp.array([0, 1]), jnp.zeros((2, NUM_STATIC)), jnp.zeros((2, NUM_FEATURES))
+    return graph, jnp.array([0, 1]), jnp.zeros((2, NUM_STATIC)), jnp.zeros((2, num_features))

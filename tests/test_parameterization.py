@@ -1,0 +1,125 @@
+"""Tests for the "relative" parameterization (a learned factor on a scale-free base
+step) and the horizon features (``mapa(..., total_steps=T)``)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import mapa_jax as mj
+from mapa_jax import features
+
+SMALL = dict(lstm_hidden=16, gnn_hidden=8, gnn_rounds=2, window=4)
+REL = dict(parameterization="relative", **SMALL)
+
+
+def _problem():
+    k = jax.random.split(jax.random.key(0), 4)
+    params = {"w1": jax.random.normal(k[0], (5, 6)) * 0.7, "b1": jnp.zeros(6),
+              "w2": jax.random.normal(k[1], (6, 2)) * 0.2, "b2": jnp.zeros(2)}
+    x, y = jax.random.normal(k[2], (16, 5)), jax.random.normal(k[3], (16, 2))
+
+    def loss(p):
+        return jnp.mean((jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"] + p["b2"] - y) ** 2)
+
+    return params, loss
+
+
+def _heads_at_init(meta_params):
+    """The untrained learner exactly: the heads' kernel at zero, so their output is their bias."""
+    heads = dict(meta_params["params"]["heads"], kernel=jnp.zeros_like(meta_params["params"]["heads"]["kernel"]))
+    return {"params": {**meta_params["params"], "heads": heads}}
+
+
+def test_untrained_relative_adam_is_adam_times_base_step_times_the_tensor_scale_in_float64():
+    cfg = mj.MetaLearnerConfig(direction="adam", operator="none", **REL)
+    meta = _heads_at_init(mj.init_meta_params(jax.random.key(1), cfg))
+    params, loss = _problem()
+    tx = mj.mapa(meta, cfg)
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p))
+    ref = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    mu = {k: np.zeros_like(v) for k, v in ref.items()}
+    nu = {k: np.zeros_like(v) for k, v in ref.items()}
+    p = params
+    for t in range(1, 6):
+        g = {k: np.asarray(v, np.float64) for k, v in jax.grad(loss)(p).items()}
+        # The documented base step: s = max(rms(p), 0.1 * mean of the nonzero rms, 1e-3).
+        rms = {k: np.sqrt(np.mean(v * v)) for k, v in ref.items()}
+        nonzero = [r for r in rms.values() if r > 0]
+        floor = max(0.1 * sum(nonzero) / len(nonzero), 1e-3)
+        for k in ref:
+            mu[k] = 0.9 * mu[k] + 0.1 * g[k]
+            nu[k] = 0.999 * nu[k] + 0.001 * g[k] ** 2
+            direction = (mu[k] / (1 - 0.9**t)) / (np.sqrt(nu[k] / (1 - 0.999**t)) + 1e-8)
+            ref[k] = ref[k] - cfg.base_step * max(rms[k], floor) * direction
+        u, state = step(p, state)
+        p = optax.apply_updates(p, u)
+        for k in ref:
+            np.testing.assert_allclose(np.asarray(p[k], np.float64), ref[k], rtol=2e-5, atol=1e-7, err_msg=f"{k} {t}")
+    eta = mj.proximal_parameters(state)["eta"]
+    assert float(eta["w1"]) == pytest.approx(cfg.base_step * np.sqrt(np.mean(np.asarray(p["w1"]) ** 2)), rel=1e-2)
+
+
+def test_relative_steps_scale_with_the_parameterization():
+    """At the base step, rescaling a tensor (and its gradient inversely, as a reparameterization does)
+    rescales its step alike. (The learned factor sees log-scale features, which are not invariant: the
+    meta-training augmentation of rescaled tasks is what teaches it to ignore them.)"""
+    cfg = mj.MetaLearnerConfig(direction="adam", operator="none", **REL)
+    meta = _heads_at_init(mj.init_meta_params(jax.random.key(2), cfg))
+    params, loss = _problem()
+    tx = mj.mapa(meta, cfg)
+    g = jax.grad(loss)(params)
+    u, _ = tx.update(g, tx.init(params), params)
+    c = 100.0
+    scaled = dict(params, w1=params["w1"] * c)
+    g_scaled = dict(g, w1=g["w1"] / c)
+    u2, _ = tx.update(g_scaled, tx.init(scaled), scaled)
+    np.testing.assert_allclose(np.asarray(u2["w1"]) / c, np.asarray(u["w1"]), rtol=2e-3, atol=1e-9)
+
+
+def test_total_steps_jits_differentiates_reaches_progress_one_and_runs_past_the_end():
+    cfg = mj.MetaLearnerConfig(direction="adam", horizon_aware=True, **REL)
+    meta = mj.init_meta_params(jax.random.key(3), cfg)
+    params, loss = _problem()
+    assert features.progress(0, 4) == pytest.approx(0.25)
+    assert features.progress(3, 4) == 1.0 and features.progress(9, 4) == 1.0
+
+    def final_loss(meta, total_steps, steps=6):
+        tx = mj.mapa(meta, cfg, total_steps=total_steps)
+        p, s = params, tx.init(params)
+        for _ in range(steps):
+            value, g = jax.value_and_grad(loss)(p)
+            u, s = tx.update(g, s, p, value=value)
+            p = optax.apply_updates(p, u)
+        return loss(p)
+
+    with_t = jax.jit(jax.value_and_grad(lambda m: final_loss(m, 4)))(meta)  # 6 steps of a 4-step horizon
+    without = jax.jit(jax.value_and_grad(lambda m: final_loss(m, None)))(meta)
+    for value, grad in (with_t, without):
+        flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad)])
+        assert np.isfinite(float(value)) and np.all(np.isfinite(flat)) and np.any(flat != 0)
+    assert float(with_t[0]) != float(without[0])  # the horizon features reach the learner
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])
+def test_total_steps_must_be_a_positive_integer(bad):
+    cfg = mj.MetaLearnerConfig(horizon_aware=True, **REL)
+    with pytest.raises(ValueError, match="total_steps must be a positive integer"):
+        mj.mapa(mj.init_meta_params(jax.random.key(0), cfg), cfg, total_steps=bad)
+
+
+def test_total_steps_needs_a_horizon_aware_learner_and_the_options_are_validated():
+    cfg = mj.MetaLearnerConfig(**SMALL)
+    with pytest.raises(ValueError, match="horizon_aware=False"):
+        mj.mapa(mj.init_meta_params(jax.random.key(0), cfg), cfg, total_steps=100)
+    for kw, match in [(dict(parameterization="sigmoid"), "parameterization must be one of"),
+                      (dict(base_step=0.0), "base_step must be a finite number > 0"),
+                      (dict(eta_range=float("nan")), "eta_range must be a finite number > 0"),
+                      (dict(horizon_aware=1), "horizon_aware must be a bool")]:
+        with pytest.raises(ValueError, match=match):
+            mj.MetaLearnerConfig(**kw)
+    # Meta-params of a learner without the horizon features do not fit one with them.
+    with pytest.raises(ValueError, match="another config"):
+        mj.mapa(mj.init_meta_params(jax.random.key(0), cfg), mj.MetaLearnerConfig(horizon_aware=True, **SMALL))
