@@ -53,6 +53,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to look for --pretrained NAME (default: the package's pretrained/ folder)")
     parser.add_argument("--families", default="meta_train,meta_test",
                         help="comma-separated task families (meta_train, meta_test, synthetic, smoke)")
+    parser.add_argument("--baselines", default=None,
+                        help="comma-separated methods besides mapa (default: all of mapa_jax.evaluation.DEFAULT_BASELINES)")
     parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 3; --quick: 1)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="evaluate seeds FIRST .. FIRST+SEEDS-1 (default 0), e.g. seeds not used to choose a config")
@@ -129,6 +131,14 @@ def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
     if bad or not families:
         print(f"{prog}: unknown task families {bad or families}; known: {tasks_lib.family_names()}", file=sys.stderr)
         return 2
+    baselines = evaluation.DEFAULT_BASELINES
+    if args.baselines is not None:
+        baselines = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+        known = (evaluation.MAPA_RANDOM_INIT, *evaluation.baseline_names())
+        unknown = [b for b in baselines if b not in known]
+        if unknown or not baselines:
+            print(f"{prog}: unknown baselines {unknown or baselines}; known: {list(known)}", file=sys.stderr)
+            return 2
     quick = evaluation.QUICK
     n_seeds = args.seeds if args.seeds is not None else (quick["seeds"] if args.quick else 3)
     if args.long_horizon and args.steps is not None:
@@ -154,7 +164,7 @@ def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
     rep = evaluation.report(meta_params, config, families, list(range(args.first_seed, args.first_seed + n_seeds)),
                             steps, tasks_per_family=quick["tasks_per_family"] if args.quick else None,
                             source=source, progress=not args.no_progress and not args.json,
-                            random_meta_params=run_initialization(source, config))
+                            random_meta_params=run_initialization(source, config), baselines=baselines)
     rep["quick"] = bool(args.quick)
     if not args.json:
         print(evaluation.markdown_report(rep))

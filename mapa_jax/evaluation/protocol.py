@@ -310,8 +310,10 @@ def report(
     for fam in families:
         out["families"][fam] = compare(meta_params, config, _family_tasks(fam, tasks_per_family), seeds, int(steps),
                                        progress=progress, **compare_kwargs)
-    if "meta_train" in out["families"] and "meta_test" in out["families"]:
-        out["transfer"] = transfer_score(out["families"]["meta_train"], out["families"]["meta_test"])
+    reference = compare_kwargs.get("reference", TRANSFER_REFERENCE)
+    fams = out["families"]
+    if "meta_train" in fams and "meta_test" in fams and reference in fams["meta_train"]["config"]["methods"]:
+        out["transfer"] = transfer_score(fams["meta_train"], fams["meta_test"], reference=reference)
     out["wall_s"] = round(time.perf_counter() - t0, 1)
     return out
 
