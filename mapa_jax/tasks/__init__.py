@@ -12,14 +12,15 @@ Registry::
     tasks.task_names()                                   # every registered name
     tasks.meta_train_tasks(); tasks.meta_test_tasks()    # 15 / 5 zoo architectures
     tasks.synthetic_tasks()                              # LASSO, Quadratic, Rosenbrock, sparse logreg
-    tasks.family("meta_train")                           # by name: meta_train, meta_test, synthetic, smoke
+    tasks.family("meta_train")                           # by name: meta_train, meta_test, synthetic, smoke, sequence
     tasks.family_from_spec("smoke") / ("a,b")            # a family, or an ad-hoc one of task names
     tasks.get_task(tasks.TINY_TASK)                      # 20-parameter quadratic for unit tests
 
 Modules: `datasets` (digits, breast cancer, MNIST-1D, Boston, diabetes; fixed
 60/20/20 splits, train-standardized), `models` (Flax building blocks), `zoo`
 (the 20 architectures and their 15/5 split, documented in its docstring),
-`supervised` (model + dataset -> Task), `synthetic` (M-L2O problems).
+`supervised` (model + dataset -> Task), `synthetic` (M-L2O problems), `sequence`
+(causal transformers on synthetic languages).
 """
 
 from mapa_jax.tasks.base import SPLITS, Task, TaskFamily, task_group

@@ -8,6 +8,8 @@ Families
     ``"meta_test"``: the 5 held-out architectures (see `mapa_jax.tasks.zoo`);
     ``"synthetic"``: the M-L2O problems and sparse logistic regression (see
     `mapa_jax.tasks.synthetic`; not the tiny test quadratic);
+    ``"sequence"``: small causal transformers on synthetic languages (see
+    `mapa_jax.tasks.sequence`; in no meta-training preset yet);
     ``"smoke"``: three tiny tasks (``synthetic/quadratic_tiny``,
     ``breast_cancer/mlp_tanh_1x16``, ``diabetes/mlp_leaky_relu_4x16``) for
     smoke runs of meta-training.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from mapa_jax.tasks import synthetic, zoo
+from mapa_jax.tasks import sequence, synthetic, zoo
 from mapa_jax.tasks.base import Task, TaskFamily
 from mapa_jax.tasks.datasets import load_dataset
 from mapa_jax.tasks.supervised import supervised_task
@@ -58,9 +60,20 @@ _SYNTHETIC: dict[str, Callable[[], Task]] = {
     "synthetic/sparse_logreg": lambda: synthetic.sparse_logreg("synthetic/sparse_logreg"),
 }
 
+# Small causal transformers on the synthetic languages of `mapa_jax.tasks.sequence`.
+_SEQUENCE: dict[str, Callable[[], Task]] = {
+    "markov/transformer_d16_l1": lambda: sequence.sequence_task(
+        "markov/transformer_d16_l1", sequence.CausalTransformer(16, 31, width=16, layers=1),
+        sequence.markov_language(vocab=16, length=32)),
+    "copy/transformer_d32_l2": lambda: sequence.sequence_task(
+        "copy/transformer_d32_l2", sequence.CausalTransformer(24, 24, width=32, layers=2, heads=4),
+        sequence.copy_language(vocab=24, prefix=12)),
+}
+
 _BUILDERS: dict[str, Callable[[], Task]] = {
     **{a.task_name: _zoo_builder(a) for a in zoo.ZOO},
     **_SYNTHETIC,
+    **_SEQUENCE,
     TINY_TASK: lambda: synthetic.quadratic_tiny(TINY_TASK),
 }
 
@@ -69,6 +82,7 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
     "meta_test": tuple(a.task_name for a in zoo.META_TEST),
     "synthetic": tuple(_SYNTHETIC),
     "smoke": (TINY_TASK, "breast_cancer/mlp_tanh_1x16", "diabetes/mlp_leaky_relu_4x16"),
+    "sequence": tuple(_SEQUENCE),
 }
 
 
