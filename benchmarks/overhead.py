@@ -3,15 +3,18 @@
 Times one jitted ``update`` + ``optax.apply_updates`` on a pytree of about 10M
 float32 parameters in several layers, for mapa (sgd and adam directions),
 optax.sgd, optax.adamw and prox_adam, and MAPA with its non-finite guard off
-(``skip_nonfinite=False``); with ``--guarded-baselines`` also optax.sgd and
-prox_adam under ``optax.apply_if_finite`` (the guarantee MAPA's guard gives).
-Methods are measured alternately, round
-after round, in one process, so that machine noise hits all of them alike;
-the table reports medians and ratios. It also reports the optimizer state's
-size in floats per parameter, and checks that the architecture embedding does
-not run per step (the jitted update contains no GNN).
+(``skip_nonfinite=False``), and the non-finite guards: optax.sgd,
+optax.adamw and prox_adam under ``mj.skip_nonfinite`` and under
+``optax.apply_if_finite`` (the same guarantee, as MAPA's own guard), each
+reported next to the unguarded optimizer as ratios to an optax.sgd step
+(``--no-guards`` leaves those six rows out). Methods are measured
+alternately, round after round, in one process, so that machine noise hits
+all of them alike; the table reports medians and ratios. It also reports the
+optimizer state's size in floats per parameter, and checks that the
+architecture embedding does not run per step (the jitted update contains no
+GNN).
 
-    python benchmarks/overhead.py [--params 10_000_000] [--layers 8] [--rounds 21] [--guarded-baselines] [--json]
+    python benchmarks/overhead.py [--params 10_000_000] [--layers 8] [--rounds 21] [--no-guards] [--json]
 
 Prints a markdown table, then one line of JSON (the last line of stdout).
 """
@@ -49,28 +52,41 @@ def make_params(total: int, layers: int, key: jax.Array) -> dict[str, Any]:
 _NEVER_GIVE_UP = 2**30
 
 
-def optimizers(small: bool, guarded_baselines: bool = False) -> dict[str, optax.GradientTransformation]:
+# The optimizers timed with and without a non-finite guard, by row name.
+GUARDED = {
+    "optax.sgd": lambda: optax.sgd(1e-3),
+    "optax.adamw": lambda: optax.adamw(1e-3),
+    "prox_adam": lambda: mj.prox_adam(1e-3, l1=1e-4),
+}
+
+
+def skip_row(name: str) -> str:
+    return f"skip_nonfinite({name})"
+
+
+def apply_if_finite_row(name: str) -> str:
+    return f"apply_if_finite({name})"
+
+
+def optimizers(small: bool, guards: bool = True) -> dict[str, optax.GradientTransformation]:
     key = jax.random.key(0)
     hidden = dict(lstm_hidden=32, gnn_hidden=16) if small else {}
     sgd_cfg = mj.MetaLearnerConfig(direction="sgd", **hidden)
     adam_cfg = mj.MetaLearnerConfig(direction="adam", operator="soft_threshold", **hidden)
     txs = {
-        "optax.sgd": optax.sgd(1e-3),
-        "optax.adamw": optax.adamw(1e-3),
-        "prox_adam": mj.prox_adam(1e-3, l1=1e-4),
+        **{name: make() for name, make in GUARDED.items()},
         "mapa[sgd]": mj.mapa(mj.init_meta_params(key, sgd_cfg), sgd_cfg),
         "mapa[adam]": mj.mapa(mj.init_meta_params(key, adam_cfg), adam_cfg),
         # Without the full pass that detects non-finite gradients.
         "mapa[sgd,unguarded]": mj.mapa(mj.init_meta_params(key, sgd_cfg), sgd_cfg, skip_nonfinite=False),
         "mapa[adam,unguarded]": mj.mapa(mj.init_meta_params(key, adam_cfg), adam_cfg, skip_nonfinite=False),
     }
-    if guarded_baselines:
-        # The same guarantee as MAPA's default (a non-finite step changes
-        # nothing), from optax's own wrapper. Off by default: on XLA:CPU these
-        # steps are several times slower than the rest and, run alternately
-        # with them, they disturb the other rows' timings.
-        txs["optax.sgd, guarded"] = optax.apply_if_finite(optax.sgd(1e-3), _NEVER_GIVE_UP)
-        txs["prox_adam, guarded"] = optax.apply_if_finite(mj.prox_adam(1e-3, l1=1e-4), _NEVER_GIVE_UP)
+    if guards:
+        # The guarantee of MAPA's default (a non-finite step changes nothing)
+        # for any optax optimizer: ours, and optax's own wrapper.
+        for name, make in GUARDED.items():
+            txs[skip_row(name)] = mj.skip_nonfinite(make())
+            txs[apply_if_finite_row(name)] = optax.apply_if_finite(make(), _NEVER_GIVE_UP)
     return txs
 
 
@@ -115,9 +131,13 @@ def time_alternately(calls: dict[str, Callable[[], Any]], rounds: int, inner: in
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = base_parser(__doc__, 3, "steps per method per round")
+    ap.add_argument("--no-guards", dest="guards", action="store_false",
+                    help="leave out the rows of optax.sgd, optax.adamw and prox_adam under "
+                         "mj.skip_nonfinite and optax.apply_if_finite")
     ap.add_argument("--guarded-baselines", action="store_true",
-                    help="also time optax.sgd and prox_adam under optax.apply_if_finite")
+                    help="(the default now; kept for old command lines) time the guard rows")
     args = ap.parse_args(argv)
+    guards = args.guards or args.guarded_baselines
 
     key = jax.random.key(0)
     base = make_params(args.params, args.layers, key)
@@ -125,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     grads = jax.tree.map(lambda p: 1e-2 * jnp.ones_like(p), base)
     loss = jnp.float32(1.0)
 
-    txs = optimizers(args.small_meta, args.guarded_baselines)
+    txs = optimizers(args.small_meta, guards)
     runs, init_s = {}, {}
     for name, tx in txs.items():
         params = jax.tree.map(jnp.copy, base)
@@ -154,11 +174,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gnn_ops = hlo.count("scatter")  # message passing = segment_sum = scatter-add
 
     med = {name: statistics.median(t) for name, t in times.items()}
-    guarded_ratios = {}
-    if args.guarded_baselines:
+    guarded_ratios, guard_table = {}, {}
+    if guards:
         guarded_ratios = {
-            "mapa_sgd_over_guarded_sgd": med["mapa[sgd]"] / med["optax.sgd, guarded"],
-            "mapa_adam_over_guarded_prox_adam": med["mapa[adam]"] / med["prox_adam, guarded"],
+            "mapa_sgd_over_guarded_sgd": med["mapa[sgd]"] / med[apply_if_finite_row("optax.sgd")],
+            "mapa_adam_over_guarded_prox_adam": med["mapa[adam]"] / med[apply_if_finite_row("prox_adam")],
+            "mapa_sgd_over_skip_nonfinite_sgd": med["mapa[sgd]"] / med[skip_row("optax.sgd")],
+            "mapa_adam_over_skip_nonfinite_prox_adam": med["mapa[adam]"] / med[skip_row("prox_adam")],
+            "skip_nonfinite_sgd_over_sgd": med[skip_row("optax.sgd")] / med["optax.sgd"],
+            "skip_nonfinite_adamw_over_adamw": med[skip_row("optax.adamw")] / med["optax.adamw"],
+            "skip_nonfinite_prox_adam_over_prox_adam": med[skip_row("prox_adam")] / med["prox_adam"],
+        }
+        # Per optimizer: unguarded, skip_nonfinite and apply_if_finite, as ratios to an optax.sgd step.
+        guard_table = {
+            name: {
+                "unguarded": med[name] / med["optax.sgd"],
+                "skip_nonfinite": med[skip_row(name)] / med["optax.sgd"],
+                "apply_if_finite": med[apply_if_finite_row(name)] / med["optax.sgd"],
+            }
+            for name in GUARDED
         }
     result = {
         "n_params": n_params,
@@ -180,11 +214,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mapa_adam_unguarded_over_prox_adam": med["mapa[adam,unguarded]"] / med["prox_adam"],
             **guarded_ratios,
         },
+        "guards_over_sgd": guard_table,
         "scatter_ops_in_update": gnn_ops,
         "targets": {
             "mapa_sgd_over_sgd": 1.5,
             "mapa_sgd_over_adamw": 0.6,
             "mapa_adam_over_prox_adam": 1.10,
+            **({"skip_nonfinite_sgd_over_sgd": 1.6} if guards else {}),
         },
     }
     if not args.json:
@@ -205,10 +241,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"mapa[sgd] / optax.sgd = {r['mapa_sgd_unguarded_over_sgd']:.3f}, "
               f"mapa[sgd] / optax.adamw = {r['mapa_sgd_unguarded_over_adamw']:.3f}, "
               f"mapa[adam] / prox_adam = {r['mapa_adam_unguarded_over_prox_adam']:.3f}")
-        if args.guarded_baselines:
+        if guards:
+            print("non-finite guards, per step, as ratios to an optax.sgd step "
+                  "(unguarded | mj.skip_nonfinite | optax.apply_if_finite):")
+            for name, row in guard_table.items():
+                print(f"  {name}: {row['unguarded']:.2f} | {row['skip_nonfinite']:.2f} | "
+                      f"{row['apply_if_finite']:.2f}")
+            print(f"skip_nonfinite(optax.sgd) / optax.sgd = {r['skip_nonfinite_sgd_over_sgd']:.3f} "
+                  f"(target <= 1.6); skip_nonfinite(optax.adamw) / optax.adamw = "
+                  f"{r['skip_nonfinite_adamw_over_adamw']:.3f}; skip_nonfinite(prox_adam) / prox_adam = "
+                  f"{r['skip_nonfinite_prox_adam_over_prox_adam']:.3f}")
             print(f"against baselines with the same guard (optax.apply_if_finite): "
                   f"mapa[sgd] / guarded optax.sgd = {r['mapa_sgd_over_guarded_sgd']:.3f}, "
-                  f"mapa[adam] / guarded prox_adam = {r['mapa_adam_over_guarded_prox_adam']:.3f}")
+                  f"mapa[adam] / guarded prox_adam = {r['mapa_adam_over_guarded_prox_adam']:.3f}; "
+                  f"(mj.skip_nonfinite): mapa[sgd] / skip_nonfinite(optax.sgd) = "
+                  f"{r['mapa_sgd_over_skip_nonfinite_sgd']:.3f}, mapa[adam] / skip_nonfinite(prox_adam) = "
+                  f"{r['mapa_adam_over_skip_nonfinite_prox_adam']:.3f}")
         print(f"scatter ops in the jitted mapa update (GNN message passing): {gnn_ops}")
     print(json.dumps(result))
     return result

@@ -7,11 +7,13 @@ Public API (see README.md)::
     tx = mj.prox_adam(1e-3, l1=1e-4)               # proximal optimizers (optax)
     meta = mj.init_meta_params(key, mj.MetaLearnerConfig())
     tx = mj.mapa(meta)                              # the learned proximal optimizer
+    tx = mj.skip_nonfinite(optax.adamw(1e-3))       # skip steps with non-finite gradients
 """
 
 from mapa_jax import prox
 from mapa_jax.architecture import architecture_graph
 from mapa_jax.config import MetaLearnerConfig, learned_optimizer_config
+from mapa_jax.guard import SkipNonfiniteState, skip_nonfinite
 from mapa_jax.mapa import MapaState, init_meta_params, mapa, proximal_parameters
 from mapa_jax.transforms import (
     ProxAdamState,
@@ -68,4 +70,6 @@ __all__ = [
     "ProxAdamState",
     "ProxRMSPropState",
     "ProxStepState",
+    "skip_nonfinite",
+    "SkipNonfiniteState",
 ]

@@ -12,6 +12,8 @@ by the prox of the penalty at the moved point:
 :func:`adam_direction` is Adam's direction for both (moments, bias-corrected
 first moment and preconditioner ``d = sqrt(v_hat) + eps``); each scales it by
 its own step size (a learning rate, or MAPA's per-tensor eta).
+:func:`gradients_finite` is the non-finite check of :func:`mapa_jax.mapa` and
+:func:`mapa_jax.skip_nonfinite`: one plain sum per gradient.
 
 Arithmetic runs in the compute dtype, :func:`compute_dtype`: float32, or wider
 if the input already is. Low-precision params (bfloat16, float16) are moved and
@@ -53,6 +55,7 @@ __all__ = [
     "update_moment",
     "preconditioner",
     "adam_direction",
+    "gradients_finite",
 ]
 
 
@@ -227,6 +230,28 @@ def proximal_updates(
             u = prox(pf + u.astype(ct), step).astype(ct) - pf
         out.append(u.astype(p.dtype))
     return treedef.unflatten(out)
+
+
+# --------------------------------------------------------------------------
+# The non-finite check.
+
+
+def gradients_finite(grads: Any) -> Array:
+    """True iff every entry of every gradient in ``grads`` (a pytree) is finite.
+
+    One plain sum per tensor, accumulated and returned in :func:`compute_dtype`:
+    a sum is non-finite iff an entry is, or the sum overflows, which in float32
+    or wider needs entries near the dtype's maximum (float16 gradients are
+    summed in float32, so they cannot overflow it). On XLA:CPU a reduction of
+    the raw array is the cheapest exact check: anything else (``isfinite(g)``,
+    ``g * 0``) first writes a full-size temporary (``benchmarks/guard_cost.py``
+    compares them). A tree without leaves is finite.
+    """
+    leaves = jax.tree.leaves(grads)
+    if not leaves:
+        return jnp.array(True)
+    sums = jnp.stack([jnp.sum(g, dtype=compute_dtype(jnp.result_type(g))) for g in leaves])
+    return jnp.all(jnp.isfinite(sums))
 
 
 # --------------------------------------------------------------------------

@@ -86,6 +86,29 @@ def test_preconditioner_has_a_finite_gradient_where_the_moment_is_zero():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
+def test_gradients_finite_flags_one_bad_entry_in_any_tensor_of_a_tree(dtype, bad):
+    grads = {"a": jnp.ones((3, 4), dtype), "b": [jnp.full((5,), -2.0, dtype), jnp.zeros((2, 2, 2), dtype)]}
+    assert bool(pu.gradients_finite(grads)) and bool(jax.jit(pu.gradients_finite)(grads))
+    leaves, treedef = jax.tree.flatten(grads)
+    for i, g in enumerate(leaves):
+        poisoned = list(leaves)
+        poisoned[i] = g.reshape(-1).at[g.size - 1].set(bad).reshape(g.shape)
+        assert not bool(pu.gradients_finite(treedef.unflatten(poisoned))), i
+        assert not bool(jax.jit(pu.gradients_finite)(treedef.unflatten(poisoned))), i
+
+
+def test_gradients_finite_sums_low_precision_in_float32_and_an_empty_tree_is_finite():
+    # The float16 sum of these (1e5) overflows float16 (max 65504); they are finite.
+    assert bool(pu.gradients_finite([jnp.ones((100_000,), jnp.float16)]))
+    assert bool(pu.gradients_finite({})) and bool(pu.gradients_finite([]))
+    assert pu.gradients_finite([jnp.ones(2)]).dtype == jnp.bool_
+    from mapa_jax import features
+
+    assert features.gradients_finite is pu.gradients_finite  # mapa's check is this one
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
 def test_proximal_updates_without_prox_returns_the_moves_in_the_param_dtypes(dtype):
     p = _tree(dtype)
     moves = jax.tree.map(lambda x: -0.1 * x.astype(jnp.float32), _tree())
