@@ -183,11 +183,12 @@ def heads_to_params(
     scale``, with ``eta_base`` and ``scale`` (the tensors' base steps and own
     scales, shaped like ``raw[..., 0]``) required.
     """
-    lam = jax.nn.softplus(raw[..., 1])
     if config.parameterization == "paper":
         eta = jax.nn.sigmoid(raw[..., 0]) * config.eta_max
+        lam = jax.nn.softplus(raw[..., 1])
         tau = jax.nn.sigmoid(raw[..., 2]) * config.tau_max
         return eta, lam, tau
+    lam = jax.nn.softplus(raw[..., 1])
     if eta_base is None or scale is None:
         raise ValueError('heads_to_params: parameterization="relative" needs eta_base and scale.')
     eta = eta_base * jnp.exp(config.eta_range * jnp.tanh(raw[..., 0]))

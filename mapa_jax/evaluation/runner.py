@@ -69,7 +69,7 @@ class _Fixed:
         return self.make_tx(task)
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=32)  # one task needs about 10 programs (MAPA, each baseline); old ones are freed
 def _seeds_runner(make_tx: Callable[[Task, Any], optax.GradientTransformation], task: Task, steps: int,
                   eval_params: Optional[Callable[[Any, Any], Any]]) -> Callable:
     """``jit(vmap over seeds)`` of one trajectory; ``hparams`` is a traced (shared) argument.

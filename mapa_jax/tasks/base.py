@@ -49,7 +49,8 @@ class Task:
 
     Attributes:
       name: unique, e.g. ``"digits/mlp_relu_2x64"``.
-      kind: ``"classification"``, ``"regression"`` or ``"synthetic"``.
+      kind: ``"classification"``, ``"regression"``, ``"synthetic"`` or ``"sequence"``
+        (next-token prediction; a batch is one ``(batch_size, length + 1)`` token array).
       init: ``key -> params``.
       sample: ``key -> batch`` (training minibatch).
       loss: ``(params, batch) -> scalar`` training loss.
@@ -80,7 +81,7 @@ class TaskFamily:
     Attributes:
       name: the family's name (``"meta_train"``, ...).
       task_names: the tasks, in the family's order (evaluation tables use it).
-      builder: ``name -> Task`` (the registry's cached :func:`get_task` by default).
+      builder: ``name -> Task`` (the registry's cached :func:`mapa_jax.tasks.get_task` by default).
     """
 
     name: str
