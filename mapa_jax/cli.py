@@ -1,8 +1,14 @@
 """The ``mapa`` command line.
 
+    mapa demo [--out demo.png] [--steps N] [--no-progress]
     mapa meta-train --preset {smoke,default} --checkpoint-dir DIR [--seed N] [--resume] [--devices N]
     mapa evaluate [--checkpoint-dir DIR | --pretrained NAME] [--families meta_train,meta_test]
                   [--seeds N] [--first-seed S] [--steps T | --long-horizon] [--quick] [--json]
+
+``mapa demo`` trains a small Flax CNN on scikit-learn's digits with the
+shipped MAPA, ``optax.adam(1e-3)`` and ``optax.contrib.prodigy()``, prints a
+table and writes a figure (:func:`mapa_jax.demo.run_demo`; about a minute on
+a 2-core CPU).
 
 ``mapa evaluate`` runs a meta-learner (default: the shipped one) against the
 registered baselines on held-out seeds and prints markdown tables and a JSON
@@ -25,6 +31,10 @@ from typing import Any, Mapping, Optional, Sequence
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mapa", description="mapa_jax: meta-learned adaptive proximal optimization")
     sub = ap.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="MAPA, Adam and Prodigy on a small CNN: a table and demo.png (about a minute)")
+    demo.add_argument("--out", default="demo.png", help="the figure's path (.png; default demo.png)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps per optimizer (default 400)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     mt = sub.add_parser("meta-train", help="meta-train a MAPA meta-learner")
     mt.add_argument("--preset", default="default", help="smoke (about a minute) or default (the shipped one)")
     mt.add_argument("--checkpoint-dir", required=True, help="directory for checkpoints, metrics.jsonl and the plot")
@@ -63,7 +73,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long-horizon", action="store_true",
                         help="T = 5x the default preset's inner_steps (the long-horizon setting)")
     parser.add_argument("--quick", action="store_true",
-                        help="1 seed, the 2 smallest tasks per family, T = 50 (about a minute)")
+                        help="1 seed, the 2 smallest tasks per family, T = 50 (a few minutes)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -115,10 +125,54 @@ def run_initialization(source: Mapping[str, Any], config: Any) -> Any:
     return initial_meta_params(train_cfg, int(prov["seed"]))
 
 
+#: Calibration of :func:`expected_seconds` (2-core CPU, JAX 0.10, shared with other work):
+#: seconds to compile one (task, optimizer) program, and per step of one run of one seed.
+#: Measured with ``mapa evaluate --quick`` (4 tasks, 1 seed, T = 50: 173 s) and
+#: ``mapa evaluate --families meta_test`` (5 tasks, 3 seeds, T = 200).
+SECONDS_PER_PROGRAM = 4.0
+SECONDS_PER_RUN_STEP = 2.5e-3
+#: Imports, data and the meta-learner, once.
+SECONDS_FIXED = 10.0
+
+
+def evaluation_size(baselines: Optional[Sequence[str]] = None) -> tuple[int, int, int]:
+    """Per task: ``(methods, programs, runs)`` of :func:`mapa_jax.evaluation.compare` with ``baselines``
+    (default: its defaults). A method tuned over a grid of ``k`` points is one program
+    (hyperparameters are traced) and ``k`` runs; MAPA and its random init share a program."""
+    from mapa_jax import evaluation
+
+    baselines = evaluation.DEFAULT_BASELINES if baselines is None else tuple(baselines)
+    runs = 1 + (evaluation.MAPA_RANDOM_INIT in baselines)
+    entries = [evaluation.get_baseline(b) for b in baselines if b != evaluation.MAPA_RANDOM_INIT]
+    for entry in entries:
+        points = 1
+        for values in entry.grid.values():
+            points *= len(values)
+        runs += points
+    return 1 + len(baselines), 1 + len(entries), runs
+
+
+def expected_seconds(n_tasks: int, seeds: int, steps: int, baselines: Optional[Sequence[str]] = None) -> float:
+    """A rough wall time of ``mapa evaluate`` on a 2-core CPU: per task, a compile per
+    program plus ``runs x seeds x T`` steps (constants :data:`SECONDS_PER_PROGRAM`,
+    :data:`SECONDS_PER_RUN_STEP`, :data:`SECONDS_FIXED`)."""
+    _, programs, runs = evaluation_size(baselines)
+    return SECONDS_FIXED + n_tasks * (SECONDS_PER_PROGRAM * programs + SECONDS_PER_RUN_STEP * runs * seeds * steps)
+
+
+def expected_time_message(n_tasks: int, seeds: int, steps: int, baselines: Optional[Sequence[str]] = None) -> str:
+    """One line: the size of the evaluation and :func:`expected_seconds`, as "about N minutes"."""
+    methods, _, runs = evaluation_size(baselines)
+    minutes = max(1, round(expected_seconds(n_tasks, seeds, steps, baselines) / 60))
+    return (f"{n_tasks} tasks x {methods} methods ({runs} runs per task with the grid points) x {seeds} seed{'s' if seeds != 1 else ''} "
+            f"x T = {steps} steps: expected about {minutes} minute{'s' if minutes != 1 else ''} on a 2-core CPU.")
+
+
 def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
     """Runs the evaluation that :func:`add_evaluate_arguments` options describe.
 
-    Prints :func:`mapa_jax.evaluation.markdown_report` tables (unless
+    Prints its expected time to stderr first (:func:`expected_time_message`),
+    then :func:`mapa_jax.evaluation.markdown_report` tables (unless
     ``--json``) and, as the last line of stdout, the report as one JSON
     object. Returns the exit status (2 for bad options or an unloadable
     meta-learner, with the reason on stderr).
@@ -161,6 +215,10 @@ def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
     except (FileNotFoundError, ValueError) as e:  # CheckpointError is a ValueError
         print(f"{prog}: cannot load the meta-learner: {e}", file=sys.stderr)
         return 2
+    n_tasks = sum(len(tasks_lib.family(f).tasks) if not args.quick else min(quick["tasks_per_family"],
+                  len(tasks_lib.family(f).tasks)) for f in families)
+    t_eval = steps if steps is not None else evaluation.default_steps()
+    print(f"{prog}: {expected_time_message(n_tasks, n_seeds, t_eval)}", file=sys.stderr, flush=True)
     rep = evaluation.report(meta_params, config, families, list(range(args.first_seed, args.first_seed + n_seeds)),
                             steps, tasks_per_family=quick["tasks_per_family"] if args.quick else None,
                             source=source, progress=not args.no_progress and not args.json,
@@ -206,8 +264,25 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from mapa_jax import demo
+
+    steps = demo.DEFAULT_STEPS if args.steps is None else args.steps
+    try:
+        if steps < 1:
+            raise ValueError(f"--steps must be an integer >= 1, got {steps}.")
+        out = demo.check_out(args.out)
+    except ValueError as e:
+        print(f"mapa demo: {e}", file=sys.stderr)
+        return 2
+    demo.run_demo(out, steps=steps, progress=not args.no_progress, print_table=True)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     if args.command == "export":
         return _export(args)
     if args.command == "meta-train":
