@@ -1,127 +1,153 @@
-"""The notebooks under notebooks/ are valid nbformat 4 and their code runs top to bottom.
+"""The notebooks under notebooks/: committed with their outputs, and they still run.
 
-Each notebook's code cells are concatenated (IPython magics and shell escapes
-skipped), its ``STEPS = 200`` is shrunk so that the run stays short, and the
-code is executed in a fresh namespace with matplotlib's Agg backend.
+Each notebook is executed top to bottom by nbclient in a fresh ``python3`` kernel,
+with ``MAPA_NOTEBOOK_QUICK=1`` (its shortened configuration) and a temporary
+working directory, through ``notebooks/execute.py`` (the script that re-executes
+them at full configuration and checks the committed outputs).
 """
 
-import json
+import importlib.util
+import os
 import pathlib
-import re
 
-import matplotlib
-
-matplotlib.use("Agg", force=True)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import nbformat
+import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LEARNED_DYNAMICS = ROOT / "notebooks" / "learned_dynamics.ipynb"
-TEST_STEPS = 20
+NOTEBOOK_DIR = ROOT / "notebooks"
+NAMES = ("learned_dynamics", "proximal_operators", "meta_train_your_own")
+CELL_TIMEOUT = 300  # seconds per cell
 
 
-def _load(path: pathlib.Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def _load_execute_script():
+    spec = importlib.util.spec_from_file_location("notebooks_execute", NOTEBOOK_DIR / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _source(cell: dict) -> str:
-    src = cell["source"]
-    return src if isinstance(src, str) else "".join(src)
+execute_script = _load_execute_script()
 
 
-def _code(nb: dict) -> str:
-    """The notebook's code cells, in order, without IPython magics or shell escapes."""
-    cells = []
-    for cell in nb["cells"]:
-        if cell["cell_type"] != "code":
-            continue
-        lines = [l for l in _source(cell).splitlines() if not l.lstrip().startswith(("%", "!"))]
-        cells.append("\n".join(lines))
-    return "\n\n".join(cells) + "\n"
+def _committed(name):
+    return nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
 
 
-def test_learned_dynamics_is_valid_nbformat4_with_empty_outputs():
-    nb = _load(LEARNED_DYNAMICS)
-    assert nb["nbformat"] == 4 and isinstance(nb["nbformat_minor"], int)
-    assert isinstance(nb["metadata"], dict)
-    kinds = [c["cell_type"] for c in nb["cells"]]
-    assert set(kinds) <= {"code", "markdown", "raw"}
-    assert kinds.count("code") >= 5 and kinds.count("markdown") >= 5
-    ids = [c.get("id") for c in nb["cells"]]
-    assert all(isinstance(i, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids)
-    assert len(set(ids)) == len(ids)
-    for cell in nb["cells"]:
-        assert isinstance(cell["metadata"], dict)
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
-    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
-    assert re.search(r"^STEPS = 200\b", _source(first_code), flags=re.M)
+def _kinds(cell):
+    """What a code cell's outputs are: stdout streams and the MIME types of rich outputs (stderr left out)."""
+    kinds = set()
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream":
+            if out["name"] == "stdout":
+                kinds.add("stream:stdout")
+        elif out["output_type"] == "error":
+            kinds.add("error")
+        else:
+            kinds.update(out.get("data", {}))
+    return kinds
+
+
+def _snapshot():
+    """Files of notebooks/ (with size and mtime) and the names at the repository root."""
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(NOTEBOOK_DIR):
+        dirnames[:] = [d for d in dirnames if d not in ("__pycache__", ".ipynb_checkpoints")]
+        for f in filenames:
+            p = pathlib.Path(dirpath, f)
+            st = p.stat()
+            files[str(p.relative_to(ROOT))] = (st.st_size, st.st_mtime_ns)
+    return files, {p.name for p in ROOT.iterdir()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_valid_nbformat4_with_outputs(name):
+    nb = _committed(name)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    markdown = [c for c in nb.cells if c.cell_type == "markdown"]
+    assert len(code) >= 4 and len(markdown) >= 4
+    assert all(c.execution_count is not None for c in code), "executed top to bottom, every code cell"
+    counts = [c.execution_count for c in code]
+    assert counts == sorted(counts) and len(set(counts)) == len(counts)
+    kinds = set().union(*(_kinds(c) for c in code))
+    assert "image/png" in kinds and "stream:stdout" in kinds
+    assert "error" not in kinds
+    for c in code:
+        assert not any(o["output_type"] == "stream" and o["name"] == "stderr" for o in c.outputs), c.id
+    # The shortened configuration is selected by the environment variable, in the first code cell.
+    assert 'os.environ.get("MAPA_NOTEBOOK_QUICK") == "1"' in code[0].source
 
 
 @pytest.fixture(scope="module")
-def learned_dynamics():
-    code = _code(_load(LEARNED_DYNAMICS))
-    code, n = re.subn(r"^STEPS = 200\b", f"STEPS = {TEST_STEPS}", code, flags=re.M)
-    assert n == 1, "the notebook must set STEPS = 200 exactly once"
-    plt.close("all")
-    namespace = {"__name__": "__notebook__"}
-    exec(compile(code, str(LEARNED_DYNAMICS), "exec"), namespace)
-    namespace["_figure_numbers"] = plt.get_fignums()
-    yield namespace
-    plt.close("all")
+def executed(tmp_path_factory):
+    """Each notebook executed once (quick), each in its own temporary working directory."""
+    runs = {}
+
+    def run(name):
+        if name not in runs:
+            cwd = tmp_path_factory.mktemp(name)
+            before = _snapshot()
+            nb = execute_script.execute(_committed(name), quick=True, timeout=CELL_TIMEOUT, cwd=str(cwd))
+            runs[name] = (nb, cwd, before, _snapshot())
+        return runs[name]
+
+    return run
 
 
-def test_learned_dynamics_records_proximal_parameters(learned_dynamics):
-    ns = learned_dynamics
-    jax = ns["jax"]
-    assert ns["STEPS"] == TEST_STEPS
-    assert list(ns["results"]) == list(ns["TASK_NAMES"]) and len(ns["TASK_NAMES"]) >= 2
-    for name, r in ns["results"].items():
-        n_tensors = len(jax.tree.leaves(r["params"]))
-        assert len(r["labels"]) == n_tensors and len(set(r["labels"])) == n_tensors, name
-        for key in ("eta", "lam", "tau"):
-            values = r["mapa"][key]
-            assert values.shape == (TEST_STEPS, n_tensors), (name, key, values.shape)
-            assert np.all(np.isfinite(values)) and np.all(values > 0), (name, key)
-        # eta is bounded by the config's eta_max, tau by tau_max.
-        assert np.all(r["mapa"]["eta"] <= ns["config"].eta_max * (1 + 1e-5)), name
-        assert np.all(r["mapa"]["tau"] <= ns["config"].tau_max * (1 + 1e-5)), name
-        for opt in ("mapa", "prox_adam"):
-            rec = r[opt]
-            assert rec["loss"].shape == (TEST_STEPS,) and np.all(np.isfinite(rec["loss"])), (name, opt)
-            for key in ("zero_frac", "small_frac"):
-                assert rec[key].shape == (TEST_STEPS,), (name, opt, key)
-                assert np.all((rec[key] >= 0) & (rec[key] <= 1)), (name, opt, key)
-            assert np.all(rec["small_frac"] >= rec["zero_frac"]), (name, opt)
-        # The last recorded values are the state's.
-        last = [float(np.reshape(v, ())) for v in jax.tree.leaves(ns["mj"].proximal_parameters(r["state"])["eta"])]
-        np.testing.assert_allclose(r["mapa"]["eta"][-1], last, rtol=1e-6)
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs_and_produces_outputs_of_the_committed_kinds(name, executed):
+    # execute() raises nbclient's CellExecutionError on the first cell that fails.
+    nb, cwd, before, after = executed(name)
+    committed = _committed(name)
+    assert [c.get("id") for c in nb.cells] == [c.get("id") for c in committed.cells]
+    for fresh, old in zip(nb.cells, committed.cells):
+        if old.cell_type != "code":
+            continue
+        assert "error" not in _kinds(fresh), fresh.id
+        if old.outputs:
+            assert _kinds(fresh) == _kinds(old), (name, old.id, _kinds(old), _kinds(fresh))
+    # Nothing written into the repository: files go to the kernel's working directory.
+    assert before == after, f"{name} wrote into the repository"
 
 
-def test_learned_dynamics_draws_its_figures(learned_dynamics):
-    ns = learned_dynamics
-    Figure = matplotlib.figure.Figure
-    figures = [ns["fig_loss"], ns["fig_sparsity"], ns["fig_ops"], *ns["prox_figs"].values()]
-    assert all(isinstance(f, Figure) for f in figures)
-    assert len(ns["_figure_numbers"]) >= len(figures)
-    # One line per tensor on each of the eta / lambda / tau panels.
-    for name, fig in ns["prox_figs"].items():
-        n_tensors = len(ns["results"][name]["labels"])
-        assert len(fig.axes) == 3
-        for ax in fig.axes:
-            assert len(ax.get_lines()) == n_tensors, (name, ax.get_title())
-    # Both optimizers on each loss panel (raw and smoothed curves).
-    assert len(ns["fig_loss"].axes) == len(ns["results"])
-    for ax in ns["fig_loss"].axes:
-        assert len(ax.get_lines()) == 4
-    # The operator panels: lam = 0.5 and lam = 2.
-    assert [ax.get_title() for ax in ns["fig_ops"].axes] == ["tau = 1, lam = 0.5", "tau = 1, lam = 2"]
+def test_meta_train_notebook_writes_under_its_working_directory(executed):
+    nb, cwd, _, _ = executed("meta_train_your_own")
+    run_dir = cwd / "my_mapa_run"
+    assert (run_dir / "checkpoint" / "metrics.jsonl").is_file()
+    assert sorted(p.name for p in (run_dir / "exported").iterdir()) == ["my_mapa.json", "my_mapa.msgpack"]
 
 
-def test_paper_operator_is_discontinuous_and_flips_sign_where_the_notebook_says():
+def test_quick_runs_are_quick(executed):
+    # The quick configuration is in force: the printed step counts are the shortened ones.
+    text = execute_script.output_text
+    nb = executed("learned_dynamics")[0]
+    assert "(20, 4)" in "".join(text(c) for c in nb.cells if c.cell_type == "code")
+    nb = executed("meta_train_your_own")[0]
+    assert "2 meta-steps in" in "".join(text(c) for c in nb.cells if c.cell_type == "code")
+
+
+def test_check_compares_numbers_within_tolerance():
+    def notebook(*texts):
+        nb = nbformat.v4.new_notebook()
+        for t in texts:
+            cell = nbformat.v4.new_code_cell("")
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=t)]
+            nb.cells.append(cell)
+        return nb
+
+    numbers = execute_script.numbers
+    assert numbers("loss 0.1234, acc 1e-3 at step 20 in 9.5 s <x at 0x7f3a>") == [0.1234, 1e-3, 20.0]
+    assert numbers("mlp_relu_1x32 (200, 4) -0.5") == [200.0, 4.0, -0.5]
+    a = notebook("loss 1.0000 (compile 3.1 s)", "acc 0.5")
+    assert execute_script.compare(a, notebook("loss 1.0004 (compile 7.9 s)", "acc 0.5")) == []
+    diffs = execute_script.compare(a, notebook("loss 1.0100", "acc 0.5 and 0.7"))
+    assert len(diffs) == 2 and "1 of 1 numbers differ" in diffs[0] and "1 numbers committed, 2 now" in diffs[1]
+
+
+def test_paper_operator_is_discontinuous_and_flips_sign_where_the_notebooks_say():
     mj = pytest.importorskip("mapa_jax")
     tau, eps = 1.0, 1e-4
     for lam in (0.5, 2.0):
