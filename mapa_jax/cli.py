@@ -91,7 +91,10 @@ def _load_learner(args: argparse.Namespace) -> tuple[Any, Any, dict]:
 
         meta_params, config = load_meta_params(args.checkpoint_dir)
         meta = read_meta(args.checkpoint_dir)  # the run's configuration and seed: its own random init
-        provenance = {"train_config": meta["train_config"], "seed": meta["seed"], "meta_steps_run": meta["step"]}
+        # What the metadata has (a hand-made checkpoint may lack some): without train_config and
+        # seed, run_initialization falls back to the default random init.
+        provenance = {k: meta[k] for k in ("train_config", "seed") if k in meta}
+        provenance["meta_steps_run"] = meta.get("step")
         return meta_params, config, {"checkpoint_dir": os.path.abspath(args.checkpoint_dir), "provenance": provenance}
     name = args.pretrained if args.pretrained is not None else pretrained.DEFAULT
     directory = args.pretrained_dir or pretrained.PRETRAINED_DIR
@@ -240,6 +243,7 @@ def _cpu_only() -> bool:
 def _export(args: argparse.Namespace) -> int:
     from mapa_jax import pretrained
     from mapa_jax.meta import checkpoint as ckpt
+    from mapa_jax.meta.config import PRESETS, MetaTrainConfig
 
     try:
         meta_params, config = ckpt.load_meta_params(args.checkpoint_dir)
@@ -247,9 +251,17 @@ def _export(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"mapa export: {e}", file=sys.stderr)
         return 2
-    from mapa_jax.meta.config import PRESETS, MetaTrainConfig
-
-    saved = MetaTrainConfig.from_dict(meta["train_config"])  # also reads configs of older versions
+    missing = [k for k in ("train_config", "seed", "step", "skipped") if k not in meta]
+    if missing:
+        print(f"mapa export: the metadata of {args.checkpoint_dir!r} lacks the fields {missing} "
+              "(a checkpoint not written by mapa meta-train?); the provenance needs them.", file=sys.stderr)
+        return 2
+    try:
+        saved = MetaTrainConfig.from_dict(meta["train_config"])  # also reads configs of older versions
+    except (TypeError, ValueError) as e:
+        print(f"mapa export: the metadata field 'train_config' of {args.checkpoint_dir!r} is invalid: {e}",
+              file=sys.stderr)
+        return 2
     preset = next((n for n, p in PRESETS.items() if p == saved), None)
     how = f"--preset {preset}" if preset else "(a custom MetaTrainConfig, see train_config)"
     info = {
@@ -280,7 +292,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    """Runs the ``mapa`` command line ``argv`` (default: ``sys.argv[1:]``); returns the exit status.
+
+    0 on success; 2, with the reason on stderr, for bad options (argparse's
+    usage errors included: they are returned, not raised) or inputs that
+    cannot be loaded (a missing or corrupt checkpoint or pretrained file).
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed the usage error (or --help) already
+        return e.code if isinstance(e.code, int) else 2
     if args.command == "demo":
         return _demo(args)
     if args.command == "export":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 __all__ = ["MetaLearnerConfig", "DIRECTIONS", "OPERATORS", "PARAMETERIZATIONS", "learned_optimizer_config"]
 
@@ -80,6 +80,10 @@ class MetaLearnerConfig:
       init_lam: initial ``lam`` (sets the head's bias), > 0.
       init_tau: initial ``tau / tau_max`` (sets the head's bias), in (0, 1).
       b1, b2, eps: Adam moments of the ``"adam"`` direction.
+
+    Raises:
+      ValueError: naming the field, for a value of the wrong type (a string,
+        or a bool where a number is expected) or out of range.
     """
 
     direction: str = "sgd"
@@ -119,15 +123,15 @@ class MetaLearnerConfig:
                 raise bad(name, value, "an integer >= 1")
         for name in ("eta_max", "tau_max", "init_lam", "eps", "base_step", "eta_range"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (_is_real(value) and math.isfinite(value) and value > 0):
                 raise bad(name, value, "a finite number > 0")
         for name in ("init_eta", "init_tau"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 < value < 1):
+            if not (_is_real(value) and 0 < value < 1):
                 raise bad(name, value, "in the open interval (0, 1)")
         for name in ("b1", "b2"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0 <= value < 1):
+            if not (_is_real(value) and 0 <= value < 1):
                 raise bad(name, value, "in [0, 1)")
         for name in ("use_architecture", "film_heads", "horizon_aware"):
             if not isinstance(getattr(self, name), bool):
@@ -142,12 +146,26 @@ class MetaLearnerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MetaLearnerConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error.
+
+        Raises:
+          TypeError: ``d`` is not a dict.
+          ValueError: an unknown field, or a field with a bad value (the
+            message names it).
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"MetaLearnerConfig.from_dict: d must be a dict of fields, got {type(d).__name__} "
+                            f"{d!r:.60}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"MetaLearnerConfig: unknown fields {unknown}.")
         return cls(**d)
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (int or float, not a bool or a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def learned_optimizer_config(**overrides: Any) -> MetaLearnerConfig:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mapa_jax.proximal_update import gradients_finite
+from mapa_jax.proximal_update import check_state_type, gradients_finite
 
 Array = jax.Array
 
@@ -121,6 +121,12 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
     Returns:
       An ``optax.GradientTransformationExtraArgs`` whose state is a
       :class:`SkipNonfiniteState`.
+
+    Raises:
+      TypeError: ``tx`` is not an ``optax.GradientTransformation`` (e.g. the
+        function ``optax.adam`` rather than ``optax.adam(1e-3)``); ``update``:
+        a ``state`` that is not the :class:`SkipNonfiniteState` ``init``
+        returned (e.g. the wrapped optimizer's own state).
     """
     if not isinstance(tx, optax.GradientTransformation):
         hint = (
@@ -142,6 +148,7 @@ def skip_nonfinite(tx: optax.GradientTransformation) -> optax.GradientTransforma
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_state_type(state, SkipNonfiniteState, "skip_nonfinite.update")  # trace time only
         finite = gradients_finite(updates)
 
         def step():

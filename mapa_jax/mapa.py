@@ -34,6 +34,8 @@ from mapa_jax.proximal_update import (
     adam_direction,
     as_compute_dtype,
     check_params,
+    check_state_matches,
+    check_state_type,
     gradients_finite,
     proximal_updates,
     resolve_mask,
@@ -85,14 +87,58 @@ class MapaState(NamedTuple):
     nu: Any
 
 
+def _check_value(value: Any, where: str) -> None:
+    """``value`` (the loss) must be None or a real scalar: a number or a 0-d array.
+
+    Runs at trace time only (types, dtypes and shapes are static). Raises
+    ``TypeError`` for a non-number (a string, a list, a bool) and
+    ``ValueError`` for an array that is not 0-d.
+    """
+    if value is None:
+        return
+    if isinstance(value, (str, bytes)) or not isinstance(value, (int, float, np.ndarray, np.generic, jax.Array)):
+        raise TypeError(
+            f"{where}: value must be a scalar (the loss): a real number or a 0-d array, "
+            f"got {type(value).__name__} {value!r:.60}."
+        )
+    dtype = jnp.result_type(value)
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(
+            f"{where}: value must be a scalar (the loss): a real number or a 0-d array, got dtype {dtype}."
+        )
+    if jnp.ndim(value) != 0:
+        raise ValueError(
+            f"{where}: value must be a scalar (the loss), got an array of shape {jnp.shape(value)}."
+        )
+
+
+def _check_key(key: Any, where: str) -> None:
+    """``key`` must be a JAX PRNG key: ``jax.random.key(seed)`` or raw ``uint32`` key data (``jax.random.PRNGKey``)."""
+    if isinstance(key, jax.Array):
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 0:
+            return
+        if key.dtype == jnp.uint32 and key.ndim == 1:  # raw key data (jax.random.PRNGKey)
+            return
+    raise TypeError(
+        f"{where}: key must be a JAX PRNG key such as jax.random.key(0), got {type(key).__name__} "
+        f"{getattr(key, 'dtype', '')}{list(jnp.shape(key)) if hasattr(key, 'shape') else ''}: {key!r:.60}."
+    )
+
+
 def _model(config: MetaLearnerConfig) -> networks.MetaLearner:
     return networks.MetaLearner(config)
 
 
 def init_meta_params(key: Array, config: MetaLearnerConfig = MetaLearnerConfig()) -> Any:
-    """Random meta-learner parameters for ``config`` (a pytree of float32 arrays)."""
+    """Random meta-learner parameters for ``config`` (a pytree of float32 arrays).
+
+    Raises:
+      TypeError: ``key`` is not a JAX PRNG key, or ``config`` not a
+        :class:`MetaLearnerConfig`.
+    """
     if not isinstance(config, MetaLearnerConfig):
         raise TypeError(f"init_meta_params: config must be a MetaLearnerConfig, got {type(config).__name__}.")
+    _check_key(key, "init_meta_params")
     inputs = networks.dummy_inputs(architecture.num_node_features(), architecture.num_edge_features(),
                                    features.num_features(config.horizon_aware))
     return _model(config).init(key, *inputs)
@@ -277,10 +323,28 @@ def mapa(
       features, which are masked without it. A step whose gradients or loss are
       not finite gives a zero update, leaves the state as it was and counts in
       ``state.notfinite_count``.
+
+    Raises:
+      TypeError: ``config`` is not a :class:`MetaLearnerConfig`; ``skip_nonfinite``
+        is not a bool. ``init``: a ``graph`` that is not a ``jraph.GraphsTuple``,
+        params that are not floating point. ``update``: ``value`` that is not
+        a real number or 0-d array (a string, a list, a bool); a ``state`` that
+        is not the :class:`MapaState` ``init`` returned.
+      ValueError: ``meta_params`` not built for ``config``; a bad
+        ``total_steps``. ``init``: params without arrays, a graph or mask that
+        does not match the params. ``update``: no params, or gradients shaped
+        unlike them; ``value`` with a shape other than ``()``; a state built
+        for other params (its tree structure, or with ``direction="adam"`` its
+        moments' shapes, differ from the params'). With ``direction="sgd"``
+        the state holds one scalar per tensor, so a state for params of the
+        same tree structure but other shapes is not detected.
     """
     if not isinstance(config, MetaLearnerConfig):
         raise TypeError(f"mapa: config must be a MetaLearnerConfig, got {type(config).__name__}.")
     check_meta_params(meta_params, config)
+    if not isinstance(skip_nonfinite, (bool, np.bool_)):
+        raise TypeError(f"mapa: skip_nonfinite must be True or False, got {type(skip_nonfinite).__name__} "
+                        f"{skip_nonfinite!r}.")
     if total_steps is not None:
         if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
             raise ValueError(f"mapa: total_steps must be a positive integer or None, got {total_steps!r}.")
@@ -327,6 +391,12 @@ def mapa(
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
         check_params(updates, params, "mapa")
+        # Trace-time checks only (types, tree structures, shapes): no device work.
+        _check_value(value, "mapa.update")
+        check_state_type(state, MapaState, "mapa.update")
+        check_state_matches(state.eta, params, "mapa.update", "state.eta", shapes=False)
+        if adam:
+            check_state_matches(state.mu, params, "mapa.update", "state.mu")
         treedef = jax.tree.structure(params)
         g_leaves = treedef.flatten_up_to(updates)
         p_leaves = treedef.flatten_up_to(params)

@@ -48,7 +48,11 @@ def _compute_dtype(x: Array) -> jnp.dtype:
 
 
 def _as_float(x: ArrayLike, fn: str) -> Array:
-    x = jnp.asarray(x)
+    """``x`` as an array; ``TypeError`` naming ``x`` unless it is a floating-point array."""
+    try:
+        x = jnp.asarray(x)
+    except TypeError as e:  # strings, objects
+        raise TypeError(f"{fn}: x must be a floating-point array, got {type(x).__name__} {x!r:.60}.") from e
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
             f"{fn}: x must be a floating-point array, got dtype {x.dtype}."
@@ -60,13 +64,22 @@ def check_nonnegative(name: str, value: Any, where: str) -> None:
     """Raises ``ValueError`` if a concrete ``value`` has a negative or NaN entry.
 
     Traced values (inside ``jit``/``grad``) are not checked.
+
+    Raises:
+      TypeError: ``value`` is not a real number or array (a string such as
+        ``"1e-3"``, a bool, an object).
+      ValueError: it has a negative or NaN entry.
     """
     if value is None or isinstance(value, jax.core.Tracer) or callable(value):
         return
     try:
-        arr = np.asarray(value, dtype=np.float64)
+        raw = np.asarray(value)
+        if not (jnp.issubdtype(raw.dtype, jnp.integer) or jnp.issubdtype(raw.dtype, jnp.floating)):
+            # strings, bools, objects: not numbers (even where float() would read them)
+            raise TypeError(f"dtype {raw.dtype}")
+        arr = raw.astype(np.float64)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"{where}: {name} must be a number or array, got {value!r}.") from e
+        raise TypeError(f"{where}: {name} must be a number or array, got {type(value).__name__} {value!r}.") from e
     if np.any(np.isnan(arr)) or np.any(arr < 0):
         raise ValueError(
             f"{where}: {name} must be >= 0, got {arr if arr.size > 1 else arr.item()}."

@@ -49,6 +49,8 @@ __all__ = [
     "default_mask",
     "check_learning_rate",
     "check_params",
+    "check_state_type",
+    "check_state_matches",
     "resolve_mask",
     "make_prox",
     "proximal_updates",
@@ -129,6 +131,50 @@ def check_params(updates: optax.Updates, params: Optional[optax.Params], where: 
             raise ValueError(
                 f"{where}: update {_path(path)} has shape {jnp.shape(u)} but the "
                 f"param has shape {jnp.shape(p)}."
+            )
+
+
+def check_state_type(state: Any, state_cls: type, where: str) -> None:
+    """Raises ``TypeError`` unless ``state`` is a ``state_cls`` (what the transform's ``init`` returns).
+
+    Runs at trace time only (a Python type check).
+    """
+    if not isinstance(state, state_cls):
+        raise TypeError(
+            f"{where}: state must be the {state_cls.__name__} that init(params) returned, "
+            f"got {type(state).__name__}."
+        )
+
+
+def check_state_matches(
+    tree: Any, params: optax.Params, where: str, what: str, *, shapes: bool = True
+) -> None:
+    """Raises ``ValueError`` if ``tree``, a part of an optimizer state, was built for other params.
+
+    ``tree`` must have the tree structure of ``params`` and, with ``shapes``
+    (moments: one entry per coordinate), each leaf the shape of its param.
+    Runs at trace time only (structures and shapes are static).
+
+    Args:
+      tree: the state's part shaped like params (e.g. ``state.mu``).
+      params: the params given to ``update``.
+      where: the caller, for the message (e.g. ``"prox_adam.update"``).
+      what: the part's name, for the message (e.g. ``"state.mu"``).
+      shapes: also compare leaf shapes (False for one scalar per tensor).
+    """
+    s_def, p_def = jax.tree.structure(tree), jax.tree.structure(params)
+    if s_def != p_def:
+        raise ValueError(
+            f"{where}: the optimizer state was built for other params (call init on these params): "
+            f"{what} has tree structure\n  {s_def}\nbut params has\n  {p_def}"
+        )
+    if not shapes:
+        return
+    for (path, s), p in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(params)):
+        if jnp.shape(s) != jnp.shape(p):
+            raise ValueError(
+                f"{where}: the optimizer state was built for other params (call init on these params): "
+                f"{what}{_path(path)} has shape {jnp.shape(s)} but the param has shape {jnp.shape(p)}."
             )
 
 

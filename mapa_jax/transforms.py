@@ -32,6 +32,7 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 # The shared kernel and its checks live in mapa_jax.proximal_update; the names
@@ -43,6 +44,8 @@ from mapa_jax.proximal_update import (  # noqa: F401
     as_compute_dtype,
     check_learning_rate,
     check_params,
+    check_state_matches,
+    check_state_type,
     compute_dtype,
     default_mask,
     make_prox,
@@ -187,9 +190,25 @@ def prox_step(
     return _scheduled_prox("prox_step", ProxStepState, learning_rate, l1, l2, prox, mask, gradient_step=False)
 
 
+def _is_real(value: Any) -> bool:
+    """A real Python or numpy number (not a bool, not a string)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
 def _check_decay(name: str, value: float, where: str) -> None:
+    """A decay rate must be a real number in ``[0, 1)`` (``TypeError`` / ``ValueError`` otherwise)."""
+    if not _is_real(value):
+        raise TypeError(f"{where}: {name} must be a number in [0, 1), got {type(value).__name__} {value!r}.")
     if not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{where}: {name} must be in [0, 1), got {value}.")
+
+
+def _check_eps(eps: float, where: str) -> None:
+    """``eps`` must be a real number ``> 0`` (``TypeError`` / ``ValueError`` otherwise)."""
+    if not _is_real(eps):
+        raise TypeError(f"{where}: eps must be a number > 0, got {type(eps).__name__} {eps!r}.")
+    if not eps > 0:
+        raise ValueError(f"{where}: eps must be > 0, got {eps}.")
 
 
 def prox_adam(
@@ -224,13 +243,20 @@ def prox_adam(
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state :class:`ProxAdamState`.
+
+    Raises:
+      TypeError: a hyperparameter that is not a number (e.g. the string
+        ``"1e-3"``); ``update``: a state that is not the
+        :class:`ProxAdamState` ``init`` returned, integer params.
+      ValueError: a hyperparameter out of range; ``update``: no params,
+        gradients shaped unlike them, or a state built for other params
+        (``state.mu`` of another tree structure or other shapes).
     """
     where = "prox_adam"
     check_learning_rate(learning_rate, where)
     _check_decay("b1", b1, where)
     _check_decay("b2", b2, where)
-    if not eps > 0:
-        raise ValueError(f"{where}: eps must be > 0, got {eps}.")
+    _check_eps(eps, where)
     prox_fn = make_prox(prox, l1, l2, where)
 
     def init_fn(params: optax.Params) -> ProxAdamState:
@@ -241,6 +267,8 @@ def prox_adam(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         check_params(updates, params, where)
+        check_state_type(state, ProxAdamState, f"{where}.update")
+        check_state_matches(state.mu, params, f"{where}.update", "state.mu")
         count = optax.safe_increment(state.count)
         mu, nu, m_hat, denom = adam_direction(updates, state.mu, state.nu, count, b1=b1, b2=b2, eps=eps)
         lr = _learning_rate(learning_rate, state.count)
@@ -276,12 +304,15 @@ def prox_rmsprop(
       decay: decay rate of the second moment, in ``[0, 1)``.
       eps: added to ``sqrt(v)``, ``> 0``.
       l1, l2, prox, mask: as in :func:`prox_adam`.
+
+    Raises:
+      TypeError, ValueError: as :func:`prox_adam` (the state's ``nu`` is
+        checked against the params).
     """
     where = "prox_rmsprop"
     check_learning_rate(learning_rate, where)
     _check_decay("decay", decay, where)
-    if not eps > 0:
-        raise ValueError(f"{where}: eps must be > 0, got {eps}.")
+    _check_eps(eps, where)
     prox_fn = make_prox(prox, l1, l2, where)
 
     def init_fn(params: optax.Params) -> ProxRMSPropState:
@@ -290,6 +321,8 @@ def prox_rmsprop(
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
         check_params(updates, params, where)
+        check_state_type(state, ProxRMSPropState, f"{where}.update")
+        check_state_matches(state.nu, params, f"{where}.update", "state.nu")
         nu = update_moment(updates, state.nu, decay, 2)
         denom = jax.tree.map(lambda v: preconditioner(as_compute_dtype(v), eps), nu)
         lr = _learning_rate(learning_rate, state.count)

@@ -104,10 +104,25 @@ def save_state(directory: str, state: MetaTrainState, info: dict) -> None:
 
 
 def _read_meta(mngr: ocp.CheckpointManager, step: int, directory: str) -> dict:
+    """The ``meta`` item of ``step``: a JSON object with an integer ``format`` this version reads.
+
+    Raises CheckpointError, naming the step and directory, for an unreadable
+    file or a value of the wrong type.
+    """
     try:
-        return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # orbax raises several types for unreadable files
         raise CheckpointError(f"cannot read the metadata of step {step} in {directory!r}: {e}") from e
+    where = f"the metadata (meta/metadata) of step {step} in {directory!r}"
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where} must be a JSON object, got a {type(meta).__name__}.")
+    fmt = meta.get("format", 1)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or not 1 <= fmt <= FORMAT:
+        raise CheckpointError(
+            f"{where}: field 'format' must be an integer from 1 to {FORMAT} (the layouts this version "
+            f"reads), got {fmt!r}."
+        )
+    return meta
 
 
 def _restore(mngr: ocp.CheckpointManager, step: int, directory: str, what: str, **items: Any) -> dict:
@@ -167,6 +182,12 @@ def load_meta_params(directory: str, step: Optional[int] = None) -> tuple[Any, M
     """``(meta_params, config)`` from a meta-training checkpoint directory (either format).
 
     Reads arrays and JSON only (no unpickling, no code from the files).
+
+    Raises:
+      CheckpointError: (a ValueError) naming the directory and step: no such
+        directory, no complete step, unreadable or corrupt files, metadata
+        that is not a JSON object or has a bad ``format`` or ``meta_learner``
+        field, meta-params that do not match the recorded config.
     """
     from mapa_jax.mapa import check_meta_params, meta_params_shape  # local: avoids an import cycle
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import optax
@@ -26,6 +26,11 @@ META_LR_SCHEDULES = ("constant", "cosine")
 
 # Fields renamed since checkpoints were first written: old name -> new name.
 _RENAMED = {"normalize_by_family": "normalize_by_group"}
+
+
+def _is_real(value: Any) -> bool:
+    """A real number (int or float, not a bool or a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +100,8 @@ class MetaTrainConfig:
     estimator: str = "tbptt"
 
     def __post_init__(self) -> None:
+        """Raises ValueError naming the field for a value of the wrong type or out of range."""
+
         def bad(field, value, expected):
             return ValueError(f"MetaTrainConfig.{field} must be {expected}, got {value!r}.")
 
@@ -112,19 +119,19 @@ class MetaTrainConfig:
             raise bad("horizon", self.horizon, "a divisor of inner_steps and min_inner_steps")
         if self.replay_size < self.meta_batch:
             raise bad("replay_size", self.replay_size, f">= meta_batch ({self.meta_batch})")
-        if not 0.0 <= self.curriculum_fraction <= 1.0:
-            raise bad("curriculum_fraction", self.curriculum_fraction, "in [0, 1]")
+        if not (_is_real(self.curriculum_fraction) and 0.0 <= self.curriculum_fraction <= 1.0):
+            raise bad("curriculum_fraction", self.curriculum_fraction, "a number in [0, 1]")
         for name in ("meta_lr", "clip_norm"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if not (_is_real(v) and math.isfinite(v) and v > 0):
                 raise bad(name, v, "a finite number > 0")
         v = self.head_weight_decay
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
             raise bad("head_weight_decay", v, "a finite number >= 0")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
             raise bad("meta_lr_schedule", self.meta_lr_schedule, f"one of {META_LR_SCHEDULES}")
-        if not 0.0 <= self.baseline_decay < 1.0:
-            raise bad("baseline_decay", self.baseline_decay, "in [0, 1)")
+        if not (_is_real(self.baseline_decay) and 0.0 <= self.baseline_decay < 1.0):
+            raise bad("baseline_decay", self.baseline_decay, "a number in [0, 1)")
         if not isinstance(self.normalize_by_group, bool):
             raise bad("normalize_by_group", self.normalize_by_group, "True or False")
         if self.estimator not in ESTIMATORS:
@@ -139,7 +146,19 @@ class MetaTrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MetaTrainConfig":
+        """Inverse of :meth:`to_dict` (also reads configs saved before a field was renamed).
+
+        Raises:
+          TypeError: ``d`` (or its ``meta_learner``) is not a dict.
+          ValueError: ``meta_learner`` is missing, a field is unknown or has a
+            bad value (the message names the field).
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"MetaTrainConfig.from_dict: d must be a dict of fields, got {type(d).__name__}.")
         d = dict(d)
+        if "meta_learner" not in d:
+            raise ValueError("MetaTrainConfig.from_dict: the field 'meta_learner' (a MetaLearnerConfig dict) "
+                             "is missing.")
         d["meta_learner"] = MetaLearnerConfig.from_dict(d["meta_learner"])
         for old, new in _RENAMED.items():  # configs saved before a field was renamed
             if old in d and new not in d:
@@ -239,9 +258,17 @@ PRESETS: dict[str, MetaTrainConfig] = {
 
 
 def preset(name: str, **overrides: Any) -> MetaTrainConfig:
-    """A named configuration (``"smoke"``, ``"default"``), with field overrides."""
+    """A named configuration (``"smoke"``, ``"default"``), with field overrides.
+
+    Raises:
+      ValueError: an unknown preset or override field, or a bad value (the
+        message names it).
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}.")
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(MetaTrainConfig)})
+    if unknown:
+        raise ValueError(f"preset({name!r}): unknown MetaTrainConfig fields {unknown}.")
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
