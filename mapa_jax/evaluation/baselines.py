@@ -14,7 +14,7 @@ program serves the whole grid; it must be the same object across calls (a
 registered entry keeps it), since the compiled programs are cached on it.
 
 ``"mapa_random_init"`` (MAPA at its random initialization) is not an entry: it
-is MAPA itself, at other meta-params, and :func:`compare` runs it as it runs
+is MAPA itself, at other meta-params, and :func:`mapa_jax.evaluation.compare` runs it as it runs
 MAPA.
 """
 
@@ -59,7 +59,7 @@ class Baseline:
 #: The registry: name -> entry. Add to it with :func:`register_baseline`.
 BASELINES: dict[str, Baseline] = {}
 
-#: MAPA at its random initialization: a method of :func:`compare`, not a registry entry.
+#: MAPA at its random initialization: a method of :func:`mapa_jax.evaluation.compare`, not a registry entry.
 MAPA_RANDOM_INIT = "mapa_random_init"
 
 
@@ -162,7 +162,7 @@ register_baseline(Baseline("adamw", _adamw, {"learning_rate": (3e-4, 1e-3, 3e-3,
 #: The zero-config baselines (one point, nothing tuned).
 ZERO_CONFIG_BASELINES = ("adam", "prodigy", "schedule_free_adamw", "dadapt_adamw")
 
-#: What :func:`compare` runs besides ``"mapa"`` unless told otherwise.
+#: What :func:`mapa_jax.evaluation.compare` runs besides ``"mapa"`` unless told otherwise.
 DEFAULT_BASELINES = (MAPA_RANDOM_INIT, "prox_adam", "pgd", "prox_rmsprop", *ZERO_CONFIG_BASELINES, "adamw")
 
 #: The baseline whose loss is the unit of :func:`performance` and :func:`transfer_score`.

@@ -29,7 +29,7 @@ def _fmt(x: Optional[float], digits: int = 4) -> str:
 
 
 def markdown_report(rep: Mapping[str, Any]) -> str:
-    """Markdown tables of a :func:`report`: per family, task x method, then the aggregates."""
+    """Markdown tables of a :func:`mapa_jax.evaluation.report`: per family, task x method, then the aggregates."""
     lines = []
     for fam, res in rep["families"].items():
         methods = res["config"]["methods"]

@@ -152,7 +152,7 @@ def compare(
       grid: per-baseline grid overrides, e.g. ``{"pgd": {"learning_rate":
         (0.1,), "l1": (1e-4,)}}``; a baseline's hyperparameter names must match.
       random_meta_params: the random initialization to compare with.
-      reference: the baseline of :func:`performance` in the aggregates.
+      reference: the baseline of :func:`mapa_jax.evaluation.performance` in the aggregates.
       progress: a tqdm progress bar (one tick per method and grid point).
 
     Returns:
