@@ -280,12 +280,10 @@ def _smooth(y: np.ndarray, width: int) -> np.ndarray:
 
 def _figure(rep: dict[str, Any], out: str) -> list[str]:
     """Writes the 2x2 figure; returns the panel titles."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), constrained_layout=True)
+    fig = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
     ax = axes[0, 0]
     colors = {"mapa": "C3", "adam": "C0", "prodigy": "C2"}
     width = max(1, rep["steps"] // 40)
@@ -318,5 +316,4 @@ def _figure(rep: dict[str, Any], out: str) -> list[str]:
         ax.legend(fontsize=7, ncol=2)
     fig.suptitle("mapa demo: SmallCNN on sklearn digits (8x8); MAPA's prox acts on the kernels (ndim >= 2)")
     fig.savefig(out, dpi=110)
-    plt.close(fig)
     return [a.get_title() for a in axes.flat]

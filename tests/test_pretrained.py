@@ -17,6 +17,9 @@ def test_shipped_default_loads_and_matches_its_config():
     meta, config, info = mj.load_pretrained(with_info=True)
     assert isinstance(config, mj.MetaLearnerConfig)
     assert "produced_by" in info
+    # Every shipped learner carries the checksum load_pretrained verifies.
+    for name in pretrained.available():
+        assert len(mj.load_pretrained(name, with_info=True)[2][pretrained.CHECKSUM_FIELD]) == 64, name
     tx = mj.mapa(meta, config)  # validates meta_params against the config
     params = {"w": np.ones((3, 2), np.float32)}
     u, _ = tx.update({"w": np.ones((3, 2), np.float32)}, tx.init(params), params)

@@ -168,14 +168,14 @@ def _truncate_metrics(path: str, step: int) -> None:
 
 def plot_metrics(metrics_path: str, out_path: str) -> None:
     """Meta-training curves (meta-loss per task group, moving average) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure without pyplot: no backend switch in the caller's process
+    # (a notebook keeps its inline backend), no global figure registry.
+    from matplotlib.figure import Figure
 
     with open(metrics_path) as f:
         recs = [json.loads(l) for l in f if l.strip()]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     def group(r: dict) -> str:  # logs written before the grouping was renamed say "family"
         return r.get("group", r.get("family", "?"))
 
@@ -198,4 +198,3 @@ def plot_metrics(metrics_path: str, out_path: str) -> None:
     axes[1].legend()
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
