@@ -62,7 +62,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained-dir", default=None,
                         help="where to look for --pretrained NAME (default: the package's pretrained/ folder)")
     parser.add_argument("--families", default="meta_train,meta_test",
-                        help="comma-separated task families (meta_train, meta_test, synthetic, smoke)")
+                        help="comma-separated task families (meta_train, meta_test, synthetic, smoke, sequence, rl)")
     parser.add_argument("--baselines", default=None,
                         help="comma-separated methods besides mapa (default: all of mapa_jax.evaluation.DEFAULT_BASELINES)")
     parser.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default 3; --quick: 1)")

@@ -12,7 +12,7 @@ Registry::
     tasks.task_names()                                   # every registered name
     tasks.meta_train_tasks(); tasks.meta_test_tasks()    # 15 / 5 zoo architectures
     tasks.synthetic_tasks()                              # LASSO, Quadratic, Rosenbrock, sparse logreg
-    tasks.family("meta_train")                           # by name: meta_train, meta_test, synthetic, smoke, sequence
+    tasks.family("meta_train")                           # by name: meta_train, meta_test, synthetic, smoke, sequence, rl
     tasks.family_from_spec("smoke") / ("a,b")            # a family, or an ad-hoc one of task names
     tasks.get_task(tasks.TINY_TASK)                      # 20-parameter quadratic for unit tests
 
@@ -20,7 +20,8 @@ Modules: `datasets` (digits, breast cancer, MNIST-1D, Boston, diabetes; fixed
 60/20/20 splits, train-standardized), `models` (Flax building blocks), `zoo`
 (the 20 architectures and their 15/5 split, documented in its docstring),
 `supervised` (model + dataset -> Task), `synthetic` (M-L2O problems), `sequence`
-(causal transformers on synthetic languages).
+(causal transformers on synthetic languages), `rl` (REINFORCE on gymnax classic
+control, a held-out kind of task).
 """
 
 from mapa_jax.tasks.base import SPLITS, Task, TaskFamily, task_group
@@ -38,6 +39,7 @@ from mapa_jax.tasks.registry import (
     synthetic_tasks,
     task_names,
 )
+from mapa_jax.tasks.rl import policy_gradient_task
 from mapa_jax.tasks.supervised import supervised_task
 from mapa_jax.tasks.zoo import META_TEST, META_TRAIN, ZOO, Architecture, architecture_names, get_architecture
 
@@ -46,4 +48,5 @@ __all__ = [
     "BATCH_SIZES", "TINY_TASK", "family", "family_from_spec", "family_names", "get_task", "meta_test_tasks",
     "meta_train_tasks", "smoke_tasks", "synthetic_tasks", "task_names", "supervised_task",
     "META_TEST", "META_TRAIN", "ZOO", "Architecture", "architecture_names", "get_architecture",
+    "policy_gradient_task",
 ]

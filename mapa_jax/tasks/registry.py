@@ -10,6 +10,10 @@ Families
     `mapa_jax.tasks.synthetic`; not the tiny test quadratic);
     ``"sequence"``: small causal transformers on synthetic languages (see
     `mapa_jax.tasks.sequence`; in no meta-training preset yet);
+    ``"rl"``: policy-gradient (REINFORCE) tasks on gymnax classic control,
+    ``kind="reinforcement"``, a held-out kind for evaluation only: in no
+    meta-training family or preset (see `mapa_jax.tasks.rl`; needs gymnax,
+    the ``train`` extra);
     ``"smoke"``: three tiny tasks (``synthetic/quadratic_tiny``,
     ``breast_cancer/mlp_tanh_1x16``, ``diabetes/mlp_leaky_relu_4x16``) for
     smoke runs of meta-training.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-from mapa_jax.tasks import sequence, synthetic, zoo
+from mapa_jax.tasks import rl, sequence, synthetic, zoo
 from mapa_jax.tasks.base import Task, TaskFamily
 from mapa_jax.tasks.datasets import load_dataset
 from mapa_jax.tasks.supervised import supervised_task
@@ -70,10 +74,19 @@ _SEQUENCE: dict[str, Callable[[], Task]] = {
         sequence.copy_language(vocab=24, prefix=12)),
 }
 
+# REINFORCE on gymnax classic control (`mapa_jax.tasks.rl`): held out, never meta-trained on.
+_RL: dict[str, Callable[[], Task]] = {
+    "cartpole/policy_mlp_tanh_2x32": lambda: rl.policy_gradient_task(
+        "cartpole/policy_mlp_tanh_2x32", "CartPole-v1", reward="balance", length=200, num_episodes=16),
+    "acrobot/policy_mlp_tanh_2x32": lambda: rl.policy_gradient_task(
+        "acrobot/policy_mlp_tanh_2x32", "Acrobot-v1", reward="height", length=200, num_episodes=16),
+}
+
 _BUILDERS: dict[str, Callable[[], Task]] = {
     **{a.task_name: _zoo_builder(a) for a in zoo.ZOO},
     **_SYNTHETIC,
     **_SEQUENCE,
+    **_RL,
     TINY_TASK: lambda: synthetic.quadratic_tiny(TINY_TASK),
 }
 
@@ -83,11 +96,12 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
     "synthetic": tuple(_SYNTHETIC),
     "smoke": (TINY_TASK, "breast_cancer/mlp_tanh_1x16", "diabetes/mlp_leaky_relu_4x16"),
     "sequence": tuple(_SEQUENCE),
+    "rl": tuple(_RL),
 }
 
 
 def task_names() -> list[str]:
-    """Names of every registered task (zoo tasks, synthetic tasks, the tiny task)."""
+    """Names of every registered task (zoo, synthetic, sequence and RL tasks, the tiny task)."""
     return list(_BUILDERS)
 
 
