@@ -35,7 +35,7 @@ def _initialized(name: str):
 def test_task_contract_abstractly(name):
     """num_params, scalar loss, evaluate's documented keys, graph = one node per module (cached)."""
     task = tasks.get_task(name)
-    assert task.name == name and task.kind in ("classification", "regression", "synthetic", "sequence")
+    assert task.name == name and task.kind in ("classification", "regression", "synthetic", "sequence", "reinforcement")
     params = jax.eval_shape(task.init, jax.random.key(0))
     assert task.num_params == sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
@@ -62,6 +62,9 @@ def test_every_sample_is_jittable_varies_with_the_key_and_has_the_batch_size():
         if task.kind == "sequence":  # one token array: inputs and next-token targets
             assert b1.shape == (task.info["batch_size"], task.info["length"]), task.name
             assert not np.array_equal(np.asarray(b1), np.asarray(b2)), task.name
+        elif task.kind == "reinforcement":  # the keys of a batch of episodes
+            assert b1.shape == (task.info["batch_size"],), task.name
+            assert not np.array_equal(jax.random.key_data(b1), jax.random.key_data(b2)), task.name
         elif task.info["stochastic"]:
             x1, y1 = b1
             assert x1.shape[0] == y1.shape[0] == task.info["batch_size"], task.name
