@@ -75,6 +75,13 @@ class MetaTrainConfig:
       estimator: the meta-gradient estimator
         (:data:`~mapa_jax.meta.estimators.ESTIMATORS`; ``"tbptt"``).
       checkpoint_every: meta-updates between checkpoints.
+      augment_log_range: task augmentation (VeLO's, Metz et al. 2022): each
+        trajectory optimizes its task reparameterized per tensor as
+        ``theta = c * theta'``, ``c = exp(U(-r, r))`` drawn from its own key
+        with ``r`` this value (:mod:`mapa_jax.tasks.augment`), so that the
+        learner cannot key on the absolute scales of weights and gradients.
+        0 (the default) turns it off; a run without it is the same as before
+        the option existed (numerics and checkpoints).
     """
 
     meta_learner: MetaLearnerConfig = MetaLearnerConfig()
@@ -98,6 +105,7 @@ class MetaTrainConfig:
     second_order: bool = False
     checkpoint_every: int = 10
     estimator: str = "tbptt"
+    augment_log_range: float = 0.0
 
     def __post_init__(self) -> None:
         """Raises ValueError naming the field for a value of the wrong type or out of range."""
@@ -128,6 +136,9 @@ class MetaTrainConfig:
         v = self.head_weight_decay
         if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0):
             raise bad("head_weight_decay", v, "a finite number >= 0")
+        v = self.augment_log_range
+        if not (_is_real(v) and math.isfinite(v) and v >= 0):
+            raise bad("augment_log_range", v, "a finite number >= 0")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
             raise bad("meta_lr_schedule", self.meta_lr_schedule, f"one of {META_LR_SCHEDULES}")
         if not (_is_real(self.baseline_decay) and 0.0 <= self.baseline_decay < 1.0):

@@ -23,6 +23,9 @@ One meta-step, as the MAPA paper's Section V lists it:
 * curriculum: the pool of tasks grows from the smallest (by parameter count)
   to all, and ``T`` from ``min_inner_steps`` to ``inner_steps``, over the
   first ``curriculum_fraction`` of the run;
+* task augmentation (``augment_log_range > 0``): each new trajectory runs
+  on its task in a parameterization rescaled per tensor by factors drawn from
+  its own key (:func:`~mapa_jax.meta.unroll.init_augmented`), kept in its state;
 * every ``steps_per_update`` steps the accumulated meta-gradient updates the
   meta-params (clipped, Adam); a non-finite meta-loss or meta-gradient skips
   its contribution or its update: counted, logged, never applied.
@@ -42,6 +45,7 @@ from mapa_jax.mapa import init_meta_params, meta_params_shape
 from mapa_jax.meta import sharding
 from mapa_jax.meta.config import MetaTrainConfig
 from mapa_jax.meta.estimators import GradientEstimator, make_estimator
+from mapa_jax.meta.unroll import init_augmented
 from mapa_jax.tasks import family_from_spec, task_group
 
 __all__ = ["MetaTrainState", "MetaTrainer", "seed_keys", "curriculum"]
@@ -164,11 +168,16 @@ class MetaTrainer:
     def _init_batch(self, name: str) -> Callable:
         """``(meta_params, key data) ->`` ``meta_batch`` fresh trajectories of task ``name``."""
         task = self.family.build(name)
-        n = self.cfg.meta_batch
+        n, log_range = self.cfg.meta_batch, self.cfg.augment_log_range
+
+        def one(mp: Any, k: Any) -> Any:
+            if log_range:  # its own rescaled parameterization, from its own key
+                return init_augmented(lambda t, kt: self.estimator.init(mp, t, kt), task, k, log_range)
+            return self.estimator.init(mp, task, k)
 
         def init(mp: Any, key: Any) -> Any:
             keys = jax.random.split(jax.random.wrap_key_data(key), n)
-            return jax.vmap(lambda k: self.estimator.init(mp, task, k))(keys)
+            return jax.vmap(lambda k: one(mp, k))(keys)
 
         return init
 

@@ -12,12 +12,17 @@ starts from an inner state carried over from the previous truncation under
 ``stop_gradient``; the meta-gradient flows within the truncation only. The
 default is first order: inner gradients are treated as constants with respect
 to the meta-params (``second_order=False``), as Andrychowicz et al. (2016) do.
+
+Task augmentation (:func:`init_augmented`): a trajectory may run on its task in
+a randomly rescaled parameterization (:mod:`mapa_jax.tasks.augment`); its
+scales are part of its state (:class:`AugmentedState`) and every truncation uses them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -27,11 +32,13 @@ import optax
 
 from mapa_jax.config import MetaLearnerConfig
 from mapa_jax.mapa import MapaState, conditioning, mapa
+from mapa_jax.tasks.augment import check_log_range, rescale_task, sample_scales
 from mapa_jax.tasks.base import Task
 
 Array = jax.Array
 
-__all__ = ["InnerState", "UnrollSpec", "init_inner_state", "truncated_unroll", "CHECKPOINT_POLICIES", "OBJECTIVES"]
+__all__ = ["AUGMENT_STREAM", "CHECKPOINT_POLICIES", "OBJECTIVES", "AugmentedState", "InnerState", "UnrollSpec",
+           "init_augmented", "init_inner_state", "truncated_unroll"]
 
 # Names of jax.checkpoint policies (None: no rematerialization at all).
 CHECKPOINT_POLICIES = {
@@ -40,6 +47,9 @@ CHECKPOINT_POLICIES = {
     "everything_saveable": jax.checkpoint_policies.everything_saveable,
 }
 OBJECTIVES = ("final", "mean", "validation")
+#: What a trajectory's key is folded with for its augmentation scales: a stream
+#: of its own, so the trajectory's other draws are those of a run without it.
+AUGMENT_STREAM = 0x5CA1E
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +104,28 @@ class InnerState(NamedTuple):
     loss0: Array
 
 
+class AugmentedState(NamedTuple):
+    """A trajectory of a task in a randomly rescaled parameterization (task augmentation).
+
+    Made by :func:`init_augmented`; :func:`truncated_unroll` continues it on
+    ``rescale_task(task, scales)``. A wrapper rather than a field of
+    :class:`InnerState`, so that the state (and checkpoints) of a run without
+    augmentation are what they were before it existed.
+
+    Attributes:
+      inner: the trajectory on the rescaled task (its params are ``theta' = theta / c``).
+      scales: ``c``, one float32 scalar per tensor (:func:`~mapa_jax.tasks.augment.sample_scales`).
+    """
+
+    inner: InnerState
+    scales: Any
+
+    @property
+    def step(self) -> Array:
+        """The inner steps the trajectory has taken (its ``inner.step``)."""
+        return self.inner.step
+
+
 def init_inner_state(meta_params: Any, config: MetaLearnerConfig, task: Task, key: Array) -> InnerState:
     """A fresh trajectory of ``task``: new parameters, optimizer state and scale."""
     k_init, k_batch, k_run = jax.random.split(key, 3)
@@ -103,6 +135,34 @@ def init_inner_state(meta_params: Any, config: MetaLearnerConfig, task: Task, ke
     return InnerState(
         params, tx.init(params), jnp.zeros([], jnp.int32), jax.random.key_data(k_run), jnp.abs(loss0) + 1e-8
     )
+
+
+def init_augmented(
+    init: Callable[[Task, Array], InnerState], task: Task, key: Array, log_range: float
+) -> AugmentedState:
+    """A fresh trajectory of ``task`` in a randomly rescaled parameterization (task augmentation).
+
+    Draws per-tensor scales ``c = exp(U(-log_range, log_range))``
+    (:func:`~mapa_jax.tasks.augment.sample_scales`) from
+    ``fold_in(key, AUGMENT_STREAM)`` and starts the trajectory with
+    ``init(rescale_task(task, c), key)``; the :class:`AugmentedState` holds
+    ``c``, so that every truncation of it (:func:`truncated_unroll`), also
+    after a resume from a checkpoint, runs on the same rescaled task.
+
+    Args:
+      init: ``(task, key) -> InnerState``, e.g. an estimator's ``init`` with its
+        meta-params bound, or :func:`init_inner_state`'s.
+      task: the task.
+      key: the trajectory's key (a typed PRNG key).
+      log_range: half-width of ``log c``; a finite number >= 0.
+
+    Raises:
+      ValueError: ``log_range`` is not a finite number >= 0.
+    """
+    check_log_range(log_range, "init_augmented")
+    k_scales = jax.random.fold_in(key, AUGMENT_STREAM)
+    scales = sample_scales(k_scales, jax.eval_shape(task.init, key), log_range)
+    return AugmentedState(init(rescale_task(task, scales), key), scales)
 
 
 def _chunks(h: int) -> tuple[int, int]:
@@ -117,16 +177,19 @@ def truncated_unroll(
     meta_params: Any,
     config: MetaLearnerConfig,
     task: Task,
-    state: InnerState,
+    state: InnerState | AugmentedState,
     spec: UnrollSpec,
-) -> tuple[Array, tuple[InnerState, dict[str, Array]]]:
+) -> tuple[Array, tuple[InnerState | AugmentedState, dict[str, Array]]]:
     """Runs ``spec.horizon`` inner steps of MAPA on ``task`` from ``state``.
 
     Args:
       meta_params: differentiated.
       config: the meta-learner configuration.
       task: the inner problem.
-      state: where the trajectory stands (its arrays are treated as constants).
+      state: where the trajectory stands (its arrays are treated as constants);
+        an :class:`AugmentedState` (:func:`init_augmented`) continues on
+        ``rescale_task(task, state.scales)``: its steps and meta-loss
+        (validation objective included) use the rescaled loss and evaluate.
       spec: horizon, objective, checkpoint policy and order (:class:`UnrollSpec`).
 
     Returns:
@@ -136,6 +199,10 @@ def truncated_unroll(
     if not isinstance(spec, UnrollSpec):
         raise TypeError(f"truncated_unroll: spec must be an UnrollSpec, got {type(spec).__name__}.")
     horizon, objective, checkpoint, second_order = spec.horizon, spec.objective, spec.checkpoint, spec.second_order
+    if isinstance(state, AugmentedState):  # the same unroll, on the trajectory's rescaled task
+        scales = jax.lax.stop_gradient(state.scales)
+        meta_loss, (new, metrics) = truncated_unroll(meta_params, config, rescale_task(task, scales), state.inner, spec)
+        return meta_loss, (AugmentedState(new, scales), metrics)
     state = jax.lax.stop_gradient(state)
     graph = task.graph()
     tx = mapa(meta_params, config, graph=graph)

@@ -21,9 +21,11 @@ Modules: `datasets` (digits, breast cancer, MNIST-1D, Boston, diabetes; fixed
 (the 20 architectures and their 15/5 split, documented in its docstring),
 `supervised` (model + dataset -> Task), `synthetic` (M-L2O problems), `sequence`
 (causal transformers on synthetic languages), `rl` (REINFORCE on gymnax classic
-control, a held-out kind of task).
+control, a held-out kind of task), `augment` (a task in a randomly
+rescaled parameterization: ``rescale_task``, ``sample_scales``).
 """
 
+from mapa_jax.tasks.augment import rescale_task, sample_scales
 from mapa_jax.tasks.base import SPLITS, Task, TaskFamily, task_group
 from mapa_jax.tasks.datasets import Dataset, dataset_names, load_dataset
 from mapa_jax.tasks.registry import (
@@ -48,5 +50,6 @@ __all__ = [
     "BATCH_SIZES", "TINY_TASK", "family", "family_from_spec", "family_names", "get_task", "meta_test_tasks",
     "meta_train_tasks", "smoke_tasks", "synthetic_tasks", "task_names", "supervised_task",
     "META_TEST", "META_TRAIN", "ZOO", "Architecture", "architecture_names", "get_architecture",
+    "rescale_task", "sample_scales",
     "policy_gradient_task",
 ]
