@@ -221,7 +221,7 @@ def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
     n_tasks = sum(len(tasks_lib.family(f).tasks) if not args.quick else min(quick["tasks_per_family"],
                   len(tasks_lib.family(f).tasks)) for f in families)
     t_eval = steps if steps is not None else evaluation.default_steps()
-    print(f"{prog}: {expected_time_message(n_tasks, n_seeds, t_eval)}", file=sys.stderr, flush=True)
+    print(f"{prog}: {expected_time_message(n_tasks, n_seeds, t_eval, baselines)}", file=sys.stderr, flush=True)
     rep = evaluation.report(meta_params, config, families, list(range(args.first_seed, args.first_seed + n_seeds)),
                             steps, tasks_per_family=quick["tasks_per_family"] if args.quick else None,
                             source=source, progress=not args.no_progress and not args.json,

@@ -13,7 +13,7 @@ DIRECTIONS = ("sgd", "adam")
 OPERATORS = ("paper", "huber", "soft_threshold", "elastic_net", "none")
 # How the heads' outputs become (eta, lam, tau): the paper's fixed bounds
 # (Eq. 21-23) or a learned factor on a scale-free base step.
-PARAMETERIZATIONS = ("paper", "relative")
+PARAMETERIZATIONS = ("paper", "relative", "distance")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,12 +54,26 @@ class MetaLearnerConfig:
         ``base_step`` of its RMS, whatever the parameterization of the
         model, and meta-training learns factors within ``exp(+-eta_range)``.
         ``rms`` comes from the same subsample as the features' statistics.
+
+        ``"distance"`` (``direction="adam"`` only): the base step is a
+        Prodigy-style estimate of the distance to the solution (Mishchenko and
+        Defazio, 2023), one scalar ``d`` for the whole model, ``eta = d * c *
+        exp(eta_range * tanh(h_eta))`` with ``c`` Adam's bias correction; the
+        moments are weighted by ``d`` as in Prodigy, and ``d`` starts at
+        ``1e-6`` and only grows. With the heads at zero and
+        ``operator="none"`` the learner's steps are
+        ``optax.contrib.prodigy()``'s (tested in float64); the learned factor
+        and the prox act on top. ``tau`` is relative to each tensor's scale
+        as with ``"relative"``. The state holds two more floats per parameter
+        (the initial parameters and Prodigy's weighted gradient sum); the
+        estimate is a statistic of the trajectory, not differentiated
+        through in meta-training.
       eta_max: ``"paper"``: upper bound of the step size, ``eta = sigmoid(.) *
-        eta_max`` (paper: 0.01). Unused by ``"relative"``.
+        eta_max`` (paper: 0.01). Unused by ``"relative"`` and ``"distance"``.
       tau_max: upper bound of the threshold, ``tau = sigmoid(.) * tau_max``
-        (paper: 0.1); with ``"relative"``, as a fraction of the tensor's scale.
+        (paper: 0.1); with ``"relative"`` and ``"distance"``, as a fraction of the tensor's scale.
       base_step: ``"relative"``: the base step as a fraction of a tensor's RMS.
-      eta_range: ``"relative"``: the learned factor lies in
+      eta_range: ``"relative"``, ``"distance"``: the learned factor lies in
         ``[exp(-eta_range), exp(eta_range)]`` (default: a decade each way).
       horizon_aware: two more features, whether the length of training is
         known and the fraction of it done (``mapa(..., total_steps=T)``), so
@@ -76,7 +90,7 @@ class MetaLearnerConfig:
         near-zero initializations (FiLM's and the heads'), so a meta-learner
         learns per-architecture values slowly. Needs ``use_architecture``.
       init_eta: ``"paper"``: initial ``eta / eta_max`` (sets the head's bias),
-        in (0, 1). ``"relative"`` starts at factor 1 (the base step).
+        in (0, 1). ``"relative"`` and ``"distance"`` start at factor 1 (the base step).
       init_lam: initial ``lam`` (sets the head's bias), > 0.
       init_tau: initial ``tau / tau_max`` (sets the head's bias), in (0, 1).
       b1, b2, eps: Adam moments of the ``"adam"`` direction.
@@ -117,6 +131,9 @@ class MetaLearnerConfig:
             raise bad("operator", self.operator, f"one of {OPERATORS}")
         if self.parameterization not in PARAMETERIZATIONS:
             raise bad("parameterization", self.parameterization, f"one of {PARAMETERIZATIONS}")
+        if self.parameterization == "distance" and self.direction != "adam":
+            raise ValueError(f'MetaLearnerConfig.parameterization="distance" needs direction="adam" (its base '
+                             f'step scales Adam\'s direction), got direction={self.direction!r}.')
         for name in ("window", "lstm_hidden", "gnn_hidden", "gnn_rounds"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

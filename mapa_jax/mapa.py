@@ -30,13 +30,16 @@ from mapa_jax import architecture, features, networks
 from mapa_jax import prox as prox_lib
 from mapa_jax.config import MetaLearnerConfig
 from mapa_jax.proximal_update import (
+    DISTANCE_D0,
     MaskOrFn,
     adam_direction,
     as_compute_dtype,
     check_params,
     check_state_matches,
     check_state_type,
+    distance_direction,
     gradients_finite,
+    init_distance_state,
     proximal_updates,
     resolve_mask,
 )
@@ -71,6 +74,11 @@ class MapaState(NamedTuple):
       eta, lam, tau: trees shaped like params with one scalar per tensor: the
         proximal parameters of the last step (:func:`proximal_parameters`).
       mu, nu: Adam moments for ``direction="adam"``; empty tuples otherwise.
+        For ``parameterization="distance"``, ``nu`` is the pair (second
+        moment, :class:`~mapa_jax.proximal_update.DistanceState`: the
+        Prodigy-style distance estimate); kept inside ``nu`` so that the
+        state of every other configuration has the layout of earlier
+        versions (checkpoints written before still restore).
     """
 
     count: Array
@@ -355,7 +363,8 @@ def mapa(
             )
     model = _model(config)
     operator = _operator(config)
-    relative = config.parameterization == "relative"
+    relative = config.parameterization in ("relative", "distance")
+    distance = config.parameterization == "distance"
     k = config.window
     adam = config.direction == "adam"
 
@@ -368,7 +377,11 @@ def mapa(
         if relative:  # the scales of the initial params (no gradient yet: the adam direction's base)
             leaves = jax.tree.leaves(params)
             scale = features.tensor_scale(features.tensor_statistics(leaves, leaves, jnp.zeros(n)))
-            eta, lam, tau = networks.heads_to_params(raw, config, config.base_step * scale, scale)
+            if distance:  # the first step's base: d_0 times the bias correction at t = 1
+                base = jnp.full((n,), DISTANCE_D0 * np.sqrt(1.0 - config.b2) / (1.0 - config.b1), jnp.float32)
+            else:
+                base = config.base_step * scale
+            eta, lam, tau = networks.heads_to_params(raw, config, base, scale)
         else:
             eta, lam, tau = networks.heads_to_params(raw, config)
         treedef = jax.tree.structure(params)
@@ -385,7 +398,8 @@ def mapa(
             lam=treedef.unflatten(list(lam)),
             tau=treedef.unflatten(list(tau)),
             mu=moments,
-            nu=jax.tree.map(jnp.copy, moments),
+            nu=(jax.tree.map(jnp.copy, moments), init_distance_state(params)) if distance
+            else jax.tree.map(jnp.copy, moments),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
@@ -422,7 +436,16 @@ def mapa(
 
         # 2. Features over the window, 3. LSTM step with FiLM, 4. bounded heads.
         sizes = jnp.asarray([float(np.prod(jnp.shape(p))) for p in p_leaves], jnp.float32)
-        if relative:  # the base step and the bounds, from each tensor's own scale
+        if distance:  # the base step: Prodigy's distance estimate (one scalar for the model)
+            scale = features.tensor_scale(stats)
+            mu, nu, dist, d_base, numer, denom = distance_direction(
+                updates, params, state.mu, *state.nu, state.count + 1,
+                b1=config.b1, b2=config.b2, eps=config.eps, keep=finite,
+            )
+            nu = (nu, dist)
+            eta_base = jnp.broadcast_to(d_base, scale.shape)
+            eta_bound, tau_bound = eta_base * np.exp(config.eta_range), config.tau_max * scale
+        elif relative:  # the base step and the bounds, from each tensor's own scale
             scale = features.tensor_scale(stats)
             eta_base = config.base_step * scale
             if not adam:  # normalized gradient steps
@@ -456,7 +479,11 @@ def mapa(
             eta, lam, tau = networks.heads_to_params(raw, config)
 
         # 5. Direction, 6. prox step on masked tensors.
-        if adam:
+        if distance:
+            denom = treedef.flatten_up_to(denom)
+            moves = [-e * m / d for e, m, d in zip(eta, treedef.flatten_up_to(numer), denom)]
+            steps = [(e / d, l, ta) for e, d, l, ta in zip(eta, denom, lam, tau)]
+        elif adam:
             # The moments are selected here (keep=finite, not with the rest of
             # the state below) so that the update reads the stored moments: one pass.
             mu, nu, m_hat, denom = adam_direction(

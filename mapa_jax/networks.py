@@ -120,7 +120,7 @@ class MetaLearner(nn.Module):
         self.input_norm = nn.LayerNorm(name="input_norm")
         self.lstm = nn.OptimizedLSTMCell(c.lstm_hidden, name="lstm")
         self.output_norm = nn.LayerNorm(name="output_norm")
-        # "relative" starts at the base step: tanh(0) = 0, a factor of 1.
+        # "relative" and "distance" start at the base step: tanh(0) = 0, a factor of 1.
         eta_bias = _logit(c.init_eta) if c.parameterization == "paper" else 0.0
         bias = jnp.array([eta_bias, _inverse_softplus(c.init_lam), _logit(c.init_tau)])
         self.heads = nn.Dense(
@@ -178,7 +178,7 @@ def heads_to_params(
     """The heads' raw outputs ``(..., 3)`` as ``(eta, lam, tau)`` (see ``MetaLearnerConfig.parameterization``).
 
     ``"paper"`` (Eq. 21-23): ``eta = sigmoid * eta_max``, ``lam = softplus``,
-    ``tau = sigmoid * tau_max``. ``"relative"``: ``eta = eta_base *
+    ``tau = sigmoid * tau_max``. ``"relative"`` and ``"distance"``: ``eta = eta_base *
     exp(eta_range * tanh)``, ``lam = softplus``, ``tau = sigmoid * tau_max *
     scale``, with ``eta_base`` and ``scale`` (the tensors' base steps and own
     scales, shaped like ``raw[..., 0]``) required.
@@ -190,7 +190,7 @@ def heads_to_params(
         return eta, lam, tau
     lam = jax.nn.softplus(raw[..., 1])
     if eta_base is None or scale is None:
-        raise ValueError('heads_to_params: parameterization="relative" needs eta_base and scale.')
+        raise ValueError(f"heads_to_params: parameterization={config.parameterization!r} needs eta_base and scale.")
     eta = eta_base * jnp.exp(config.eta_range * jnp.tanh(raw[..., 0]))
     tau = jax.nn.sigmoid(raw[..., 2]) * config.tau_max * scale
     return eta, lam, tau

@@ -28,7 +28,7 @@ what was expected.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +58,10 @@ __all__ = [
     "preconditioner",
     "adam_direction",
     "gradients_finite",
+    "DISTANCE_D0",
+    "DistanceState",
+    "init_distance_state",
+    "distance_direction",
 ]
 
 
@@ -384,3 +388,110 @@ def adam_direction(
     c1, c2 = 1.0 - b1**t, 1.0 - b2**t
     m_hat = jax.tree.map(lambda m: as_compute_dtype(m) / c1, mu)
     return mu, nu, m_hat, jax.tree.map(lambda v: preconditioner(as_compute_dtype(v) / c2, eps), nu)
+
+
+# --------------------------------------------------------------------------
+# A Prodigy-style distance estimate (the "distance" parameterization's base step).
+
+#: Prodigy's initial distance estimate ``d_0`` (``optax.contrib.prodigy``'s ``estim_lr0``).
+DISTANCE_D0 = 1e-6
+
+
+class DistanceState(NamedTuple):
+    """State of :func:`distance_direction`.
+
+    Attributes:
+      params0: the parameters at ``init`` (a tree shaped like params).
+      grad_sum: Prodigy's weighted gradient sum ``s`` (a tree shaped like params).
+      d: the distance estimate (a scalar in the params' compute dtype, float32
+        or wider; starts at :data:`DISTANCE_D0` and never decreases).
+      numerator: Prodigy's weighted sum ``r`` of ``<g, x_0 - x>`` (a scalar, the same dtype).
+    """
+
+    params0: Any
+    grad_sum: Any
+    d: Array
+    numerator: Array
+
+
+def init_distance_state(params: Any) -> DistanceState:
+    """The :class:`DistanceState` before the first step."""
+    dtype = compute_dtype(jnp.result_type(*jax.tree.leaves(params)))
+    return DistanceState(
+        params0=jax.tree.map(jnp.copy, params),
+        grad_sum=optax.tree.zeros_like(params),
+        d=jnp.asarray(DISTANCE_D0, dtype),
+        numerator=jnp.zeros([], dtype),
+    )
+
+
+def distance_direction(
+    updates: optax.Updates,
+    params: optax.Params,
+    mu: Any,
+    nu: Any,
+    dist: DistanceState,
+    count: Array,
+    *,
+    b1: float,
+    b2: float,
+    eps: float,
+    keep: Optional[Array] = None,
+) -> tuple[Any, Any, DistanceState, Array, Any, Any]:
+    r"""Prodigy's distance estimate and its ``d``-weighted Adam direction.
+
+    With ``t`` this step's number, ``b_3 = \sqrt{b_2}``, ``d`` the stored
+    estimate and ``c_t = \sqrt{1 - b_2^t} / (1 - b_1^t)``:
+
+    .. math::
+        m = b_1 m + (1 - b_1) d g, \quad v = b_2 v + (1 - b_2) d^2 g^2, \quad
+        r = b_3 r + \frac{d}{d_0} d c_t \langle g, x_0 - x \rangle, \quad
+        s = b_3 s + \frac{d}{d_0} d c_t g, \quad
+        d' = \max(d, r / \|s\|_1)
+
+    and the step is ``-f * d c_t * m / (sqrt(v) + d' eps)`` for a factor ``f``
+    (1: exactly ``optax.contrib.prodigy()``'s step; MAPA's learned factor
+    otherwise). The estimate is not differentiated through
+    (``lax.stop_gradient``): it is a statistic of the trajectory.
+
+    Args:
+      updates: the gradients ``g``. params: the current parameters ``x``.
+      mu, nu: the stored moments (trees shaped like params).
+      dist: the stored :class:`DistanceState`.
+      count: the number ``t >= 1`` of this step.
+      b1, b2, eps: as in :func:`adam_direction`.
+      keep: optional boolean scalar; where False every state stays as stored.
+
+    Returns:
+      ``(mu, nu, dist, base, numer, denom)``: the new moments and distance
+      state, the base step ``d c_t`` (a scalar), the numerator ``m`` and the
+      preconditioner ``sqrt(v) + d' eps`` (trees in the compute dtype).
+    """
+
+    def select(new: Any, old: Any) -> Any:
+        if keep is None:
+            return new
+        return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+
+    b3 = float(np.sqrt(b2))
+    dtype = dist.d.dtype
+    t = count.astype(dtype)
+    d = jax.lax.stop_gradient(dist.d)
+    base = d * jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+    g32 = jax.tree.map(lambda g: jax.lax.stop_gradient(as_compute_dtype(g)), updates)
+    diff = jax.tree.map(lambda p0, p: as_compute_dtype(p0) - jax.lax.stop_gradient(as_compute_dtype(p)),
+                        dist.params0, params)
+    inner = sum(jnp.vdot(g, x).astype(dtype) for g, x in zip(jax.tree.leaves(g32), jax.tree.leaves(diff)))
+    weight = (d / DISTANCE_D0) * base
+    numerator = b3 * dist.numerator + weight * inner
+    grad_sum = jax.tree.map(lambda s, g: (b3 * as_compute_dtype(s) + weight * g).astype(s.dtype), dist.grad_sum, g32)
+    l1 = sum(jnp.sum(jnp.abs(as_compute_dtype(s))).astype(dtype) for s in jax.tree.leaves(grad_sum))
+    estimate = jnp.where(l1 > 0, numerator / jnp.where(l1 > 0, l1, 1.0), 0.0)
+    d_new = jnp.maximum(d, estimate)
+    dist = select(DistanceState(dist.params0, grad_sum, d_new, numerator), dist)
+    dg = jax.tree.map(lambda g: d * as_compute_dtype(g), updates)
+    mu = select(update_moment(dg, mu, b1, 1), mu)
+    nu = select(update_moment(dg, nu, b2, 2), nu)
+    numer = jax.tree.map(as_compute_dtype, mu)
+    denom = jax.tree.map(lambda v: jnp.sqrt(jnp.maximum(as_compute_dtype(v), 1e-30)) + dist.d * eps, nu)
+    return mu, nu, dist, base, numer, denom

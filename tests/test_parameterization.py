@@ -123,3 +123,91 @@ def test_total_steps_needs_a_horizon_aware_learner_and_the_options_are_validated
     # Meta-params of a learner without the horizon features do not fit one with them.
     with pytest.raises(ValueError, match="another config"):
         mj.mapa(mj.init_meta_params(jax.random.key(0), cfg), mj.MetaLearnerConfig(horizon_aware=True, **SMALL))
+
+
+# ------------------------------------------------- the "distance" parameterization
+
+
+DIST = dict(parameterization="distance", **SMALL)
+
+
+def _prodigy_reference(params, grads_fn, steps):
+    """Prodigy (Mishchenko and Defazio, 2023; optax.contrib.prodigy's defaults), by hand in numpy float64."""
+    b1, b2, eps, d0 = 0.9, 0.999, 1e-8, 1e-6
+    b3 = np.sqrt(b2)
+    x0 = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    x = dict(x0)
+    m = {k: np.zeros_like(v) for k, v in x.items()}
+    v = {k: np.zeros_like(v) for k, v in x.items()}
+    s = {k: np.zeros_like(v) for k, v in x.items()}
+    d, r, out = d0, 0.0, []
+    for t in range(1, steps + 1):
+        g = {k: np.asarray(a, np.float64) for k, a in grads_fn(x).items()}
+        dlr = d * np.sqrt(1 - b2**t) / (1 - b1**t)
+        r = b3 * r + (d / d0) * dlr * sum(np.vdot(g[k], x0[k] - x[k]) for k in x)
+        for k in x:
+            s[k] = b3 * s[k] + (d / d0) * dlr * g[k]
+            m[k] = b1 * m[k] + (1 - b1) * d * g[k]
+            v[k] = b2 * v[k] + (1 - b2) * (d * g[k]) ** 2
+        l1 = sum(np.abs(a).sum() for a in s.values())
+        d_new = max(d, r / l1) if l1 > 0 else d
+        x = {k: x[k] - dlr * m[k] / (np.sqrt(v[k]) + d_new * eps) for k in x}
+        d = d_new
+        out.append((dict(x), d))
+    return out
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+def test_untrained_distance_learner_is_prodigy_step_for_step_in_float64(jit):
+    """Heads at init and no prox: the learner's steps are Prodigy's (hand-computed, and optax's)."""
+    with jax.enable_x64(True):
+        cfg = mj.MetaLearnerConfig(direction="adam", operator="none", **DIST)
+        meta = _heads_at_init(mj.init_meta_params(jax.random.key(1), cfg))
+        params, loss = _problem()
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+        grad = jax.grad(loss)
+        steps = 30 if jit else 4  # eager dispatch of every op is slow: a few steps check the same code
+        ref = _prodigy_reference(params, lambda x: grad({k: jnp.asarray(a) for k, a in x.items()}), steps)
+        tx, opt = mj.mapa(meta, cfg), optax.contrib.prodigy()
+        step = (lambda p, s: tx.update(grad(p), s, p))
+        step = jax.jit(step) if jit else step
+        p, q, s, so = params, params, tx.init(params), opt.init(params)
+        for t, (x_ref, d_ref) in enumerate(ref, 1):
+            u, s = step(p, s)
+            p = optax.apply_updates(p, u)
+            uo, so = opt.update(grad(q), so, q)
+            q = optax.apply_updates(q, uo)
+            np.testing.assert_allclose(float(s.nu[1].d), d_ref, rtol=1e-10, err_msg=f"d at step {t}")
+            for k in x_ref:
+                np.testing.assert_allclose(np.asarray(p[k]), x_ref[k], rtol=1e-9, atol=1e-12, err_msg=f"{k} {t}")
+                np.testing.assert_allclose(np.asarray(p[k]), np.asarray(q[k]), rtol=1e-9, atol=1e-12)
+        assert float(s.nu[1].d) > (1e3 if jit else 1.2) * 1e-6  # d grew from d_0: not a trivial comparison
+
+
+def test_distance_estimate_never_decreases_and_a_nonfinite_step_leaves_it_unchanged():
+    cfg = mj.MetaLearnerConfig(direction="adam", **DIST)
+    meta = mj.init_meta_params(jax.random.key(2), cfg)
+    params, loss = _problem()
+    tx = mj.mapa(meta, cfg)
+    s = tx.init(params)
+    step = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
+    p, ds = params, []
+    for _ in range(15):
+        v, g = jax.value_and_grad(loss)(p)
+        u, s = step(g, s, p, v)
+        p = optax.apply_updates(p, u)
+        ds.append(float(s.nu[1].d))
+    assert all(b >= a for a, b in zip(ds, ds[1:])) and ds[-1] > ds[0]
+    bad = jax.tree.map(lambda a: a.at[(0,) * a.ndim].set(jnp.nan), jax.grad(loss)(p))
+    u, s2 = step(bad, s, p, loss(p))
+    assert all(float(jnp.max(jnp.abs(a))) == 0.0 for a in jax.tree.leaves(u))
+    for a, b in zip(jax.tree.leaves(s2.nu), jax.tree.leaves(s.nu)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(s2.notfinite_count) == 1
+
+
+def test_distance_needs_the_adam_direction():
+    with pytest.raises(ValueError, match='parameterization="distance" needs direction="adam"'):
+        mj.MetaLearnerConfig(direction="sgd", parameterization="distance")
+    with pytest.raises(ValueError, match="parameterization must be one of"):
+        mj.MetaLearnerConfig(parameterization="prodigy")
