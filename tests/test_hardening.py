@@ -33,6 +33,7 @@ import pytest
 
 import mapa_jax as mj
 from mapa_jax import cli, pretrained, prox
+from mapa_jax import tasks as mj_tasks
 from mapa_jax.mapa import meta_params_shape
 from mapa_jax.meta import checkpoint as ckpt
 from mapa_jax.meta.config import MetaTrainConfig, preset
@@ -184,6 +185,10 @@ IN_MEMORY = [
     ("config-b1-bool", lambda: mj.MetaLearnerConfig(b1=False), ValueError, r"MetaLearnerConfig.b1 must be in"),
     ("config-operator", lambda: mj.MetaLearnerConfig(operator="l0"), ValueError,
      r"MetaLearnerConfig.operator must be one of"),
+    ("config-parameterization-unknown", lambda: mj.MetaLearnerConfig(parameterization="prodigy"), ValueError,
+     r"MetaLearnerConfig.parameterization must be one of"),
+    ("config-distance-sgd", lambda: mj.MetaLearnerConfig(parameterization="distance", direction="sgd"), ValueError,
+     r'parameterization="distance" needs direction="adam"'),
     ("config-from_dict-none", lambda: mj.MetaLearnerConfig.from_dict(None), TypeError,
      r"MetaLearnerConfig.from_dict: d must be a dict"),
     ("config-from_dict-unknown", lambda: mj.MetaLearnerConfig.from_dict({"lstm_size": 3}), ValueError,
@@ -201,6 +206,11 @@ IN_MEMORY = [
     ("train-from_dict-list", lambda: MetaTrainConfig.from_dict([1]), TypeError,
      r"MetaTrainConfig.from_dict: d must be a dict"),
     ("train-horizon-zero", lambda: MetaTrainConfig(horizon=0), ValueError, r"horizon must be an integer >= 1"),
+    ("train-augment-negative", lambda: MetaTrainConfig(augment_log_range=-1.0), ValueError,
+     r"MetaTrainConfig.augment_log_range"),
+    ("augment-scales-log_range-string", lambda: mj_tasks.sample_scales(jax.random.key(0), PARAMS, "1"), ValueError,
+     r"log_range"),
+    ("family-unknown", lambda: mj_tasks.family("reinforce"), KeyError, r"unknown task family 'reinforce'"),
     ("preset-unknown", lambda: preset("nope"), ValueError, r"unknown preset 'nope'"),
     ("preset-unknown-override", lambda: preset("smoke", bogus=1), ValueError,
      r"preset\('smoke'\): unknown MetaTrainConfig fields \['bogus'\]"),
