@@ -451,7 +451,12 @@ def distance_direction(
 
     and the step is ``-f * d c_t * m / (sqrt(v) + d' eps)`` for a factor ``f``
     (1: exactly ``optax.contrib.prodigy()``'s step; MAPA's learned factor
-    otherwise). The estimate is not differentiated through
+    otherwise). The moments carry a factor ``d``, so they are returned
+    divided by it: ``m / d`` and ``(sqrt(v) + d' eps) / d`` are of the
+    gradients' scale, as Adam's ``m_hat`` and preconditioner are, and the
+    prox step in Adam's metric is ``f * d c_t`` over the second (a prox
+    step of ``f * d c_t / (sqrt(v) + d' eps)`` would be ``1 / d`` times too
+    large: 1e6 at the start). The estimate is not differentiated through
     (``lax.stop_gradient``): it is a statistic of the trajectory.
 
     Args:
@@ -464,8 +469,9 @@ def distance_direction(
 
     Returns:
       ``(mu, nu, dist, base, numer, denom)``: the new moments and distance
-      state, the base step ``d c_t`` (a scalar), the numerator ``m`` and the
-      preconditioner ``sqrt(v) + d' eps`` (trees in the compute dtype).
+      state, the base step ``d c_t`` (a scalar), the direction's numerator
+      ``m / d`` and preconditioner ``(sqrt(v) + d' eps) / d`` (trees in the
+      compute dtype).
     """
 
     def select(new: Any, old: Any) -> Any:
@@ -492,6 +498,6 @@ def distance_direction(
     dg = jax.tree.map(lambda g: d * as_compute_dtype(g), updates)
     mu = select(update_moment(dg, mu, b1, 1), mu)
     nu = select(update_moment(dg, nu, b2, 2), nu)
-    numer = jax.tree.map(as_compute_dtype, mu)
-    denom = jax.tree.map(lambda v: jnp.sqrt(jnp.maximum(as_compute_dtype(v), 1e-30)) + dist.d * eps, nu)
+    numer = jax.tree.map(lambda m: as_compute_dtype(m) / d, mu)
+    denom = jax.tree.map(lambda v: (jnp.sqrt(jnp.maximum(as_compute_dtype(v), 1e-30)) + dist.d * eps) / d, nu)
     return mu, nu, dist, base, numer, denom

@@ -131,8 +131,13 @@ def test_total_steps_needs_a_horizon_aware_learner_and_the_options_are_validated
 DIST = dict(parameterization="distance", **SMALL)
 
 
-def _prodigy_reference(params, grads_fn, steps):
-    """Prodigy (Mishchenko and Defazio, 2023; optax.contrib.prodigy's defaults), by hand in numpy float64."""
+def _prodigy_reference(params, grads_fn, steps, l1=0.0):
+    """Prodigy (Mishchenko and Defazio, 2023; optax.contrib.prodigy's defaults), by hand in numpy float64.
+
+    With ``l1 > 0``, each step is followed by soft-thresholding in Adam's metric: the
+    step size of a coordinate is ``d c_t`` over the preconditioner of the gradients' scale,
+    ``(sqrt(v) + d' eps) / d`` (the moments carry a factor ``d``).
+    """
     b1, b2, eps, d0 = 0.9, 0.999, 1e-8, 1e-6
     b3 = np.sqrt(b2)
     x0 = {k: np.asarray(v, np.float64) for k, v in params.items()}
@@ -149,9 +154,14 @@ def _prodigy_reference(params, grads_fn, steps):
             s[k] = b3 * s[k] + (d / d0) * dlr * g[k]
             m[k] = b1 * m[k] + (1 - b1) * d * g[k]
             v[k] = b2 * v[k] + (1 - b2) * (d * g[k]) ** 2
-        l1 = sum(np.abs(a).sum() for a in s.values())
-        d_new = max(d, r / l1) if l1 > 0 else d
+        s_norm = sum(np.abs(a).sum() for a in s.values())
+        d_new = max(d, r / s_norm) if s_norm > 0 else d
         x = {k: x[k] - dlr * m[k] / (np.sqrt(v[k]) + d_new * eps) for k in x}
+        if l1:
+            step = {k: dlr * d / (np.sqrt(v[k]) + d_new * eps) for k in x}
+            # the default mask: weight matrices only, biases are not shrunk
+            x = {k: np.sign(x[k]) * np.maximum(np.abs(x[k]) - l1 * step[k], 0.0) if x[k].ndim > 1 else x[k]
+                 for k in x}
         d = d_new
         out.append((dict(x), d))
     return out
@@ -182,6 +192,30 @@ def test_untrained_distance_learner_is_prodigy_step_for_step_in_float64(jit):
                 np.testing.assert_allclose(np.asarray(p[k]), x_ref[k], rtol=1e-9, atol=1e-12, err_msg=f"{k} {t}")
                 np.testing.assert_allclose(np.asarray(p[k]), np.asarray(q[k]), rtol=1e-9, atol=1e-12)
         assert float(s.nu[1].d) > (1e3 if jit else 1.2) * 1e-6  # d grew from d_0: not a trivial comparison
+
+
+def test_untrained_distance_learner_soft_thresholds_in_adams_metric_in_float64():
+    """The prox step of the distance parameterization is d c_t over Adam's (gradient-scale) preconditioner."""
+    with jax.enable_x64(True):
+        cfg = mj.MetaLearnerConfig(direction="adam", operator="soft_threshold", init_lam=3e-2, **DIST)
+        meta = _heads_at_init(mj.init_meta_params(jax.random.key(1), cfg))
+        lam = float(jax.nn.softplus(jnp.asarray(meta["params"]["heads"]["bias"][1], jnp.float64)))
+        params, loss = _problem()
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+        grad = jax.grad(loss)
+        grads_fn = lambda x: grad({k: jnp.asarray(a) for k, a in x.items()})  # noqa: E731
+        ref, plain = _prodigy_reference(params, grads_fn, 25, l1=lam), _prodigy_reference(params, grads_fn, 25)
+        tx = mj.mapa(meta, cfg)
+        step = jax.jit(lambda p, s: tx.update(grad(p), s, p))
+        p, s = params, tx.init(params)
+        for t, (x_ref, _) in enumerate(ref, 1):
+            u, s = step(p, s)
+            p = optax.apply_updates(p, u)
+            for k in x_ref:
+                np.testing.assert_allclose(np.asarray(p[k]), x_ref[k], rtol=1e-7, atol=1e-10, err_msg=f"{k} {t}")
+        # the threshold acted: some weights are exactly zero, and the run is not Prodigy's
+        assert sum(int(np.sum(a == 0)) for k, a in ref[-1][0].items() if k.startswith("w")) > 0
+        assert max(np.max(np.abs(ref[-1][0][k] - plain[-1][0][k])) for k in ref[-1][0]) > 1e-4
 
 
 def test_distance_estimate_never_decreases_and_a_nonfinite_step_leaves_it_unchanged():
