@@ -267,9 +267,17 @@ PRESETS: dict[str, MetaTrainConfig] = {
     ),
 }
 
+# The default preset with the "distance" parameterization: a learned factor on
+# Prodigy's distance estimate (the untrained learner is Prodigy with the Huber
+# prox). Not the default yet: README, Benchmarks ("Scale-free base steps").
+PRESETS["distance"] = dataclasses.replace(
+    PRESETS["default"],
+    meta_learner=dataclasses.replace(PRESETS["default"].meta_learner, parameterization="distance"),
+)
+
 
 def preset(name: str, **overrides: Any) -> MetaTrainConfig:
-    """A named configuration (``"smoke"``, ``"default"``), with field overrides.
+    """A named configuration (``"smoke"``, ``"default"``, ``"distance"``), with field overrides.
 
     Raises:
       ValueError: an unknown preset or override field, or a bad value (the
