@@ -73,6 +73,7 @@ def optimizers(small: bool, guards: bool = True) -> dict[str, optax.GradientTran
     hidden = dict(lstm_hidden=32, gnn_hidden=16) if small else {}
     sgd_cfg = mj.MetaLearnerConfig(direction="sgd", **hidden)
     adam_cfg = mj.MetaLearnerConfig(direction="adam", operator="soft_threshold", **hidden)
+    dist_cfg = mj.MetaLearnerConfig(direction="adam", operator="soft_threshold", parameterization="distance", **hidden)
     txs = {
         **{name: make() for name, make in GUARDED.items()},
         "mapa[sgd]": mj.mapa(mj.init_meta_params(key, sgd_cfg), sgd_cfg),
@@ -80,6 +81,8 @@ def optimizers(small: bool, guards: bool = True) -> dict[str, optax.GradientTran
         # Without the full pass that detects non-finite gradients.
         "mapa[sgd,unguarded]": mj.mapa(mj.init_meta_params(key, sgd_cfg), sgd_cfg, skip_nonfinite=False),
         "mapa[adam,unguarded]": mj.mapa(mj.init_meta_params(key, adam_cfg), adam_cfg, skip_nonfinite=False),
+        # The "distance" parameterization: Prodigy's estimate as the base step.
+        "mapa[adam,distance,unguarded]": mj.mapa(mj.init_meta_params(key, dist_cfg), dist_cfg, skip_nonfinite=False),
     }
     if guards:
         # The guarantee of MAPA's default (a non-finite step changes nothing)
@@ -212,6 +215,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mapa_sgd_unguarded_over_sgd": med["mapa[sgd,unguarded]"] / med["optax.sgd"],
             "mapa_sgd_unguarded_over_adamw": med["mapa[sgd,unguarded]"] / med["optax.adamw"],
             "mapa_adam_unguarded_over_prox_adam": med["mapa[adam,unguarded]"] / med["prox_adam"],
+            # What the distance estimate adds to a step, in prox_adam steps.
+            "distance_estimate_over_prox_adam": (med["mapa[adam,distance,unguarded]"] - med["mapa[adam,unguarded]"])
+            / med["prox_adam"],
             **guarded_ratios,
         },
         "guards_over_sgd": guard_table,
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mapa_sgd_over_sgd": 1.5,
             "mapa_sgd_over_adamw": 0.6,
             "mapa_adam_over_prox_adam": 1.10,
+            "distance_estimate_over_prox_adam": 0.1,
             **({"skip_nonfinite_sgd_over_sgd": 1.6} if guards else {}),
         },
     }
@@ -241,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"mapa[sgd] / optax.sgd = {r['mapa_sgd_unguarded_over_sgd']:.3f}, "
               f"mapa[sgd] / optax.adamw = {r['mapa_sgd_unguarded_over_adamw']:.3f}, "
               f"mapa[adam] / prox_adam = {r['mapa_adam_unguarded_over_prox_adam']:.3f}")
+        print(f"the distance estimate (parameterization='distance') adds "
+              f"{r['distance_estimate_over_prox_adam']:.3f} prox_adam steps per step (target <= 0.1)")
         if guards:
             print("non-finite guards, per step, as ratios to an optax.sgd step "
                   "(unguarded | mj.skip_nonfinite | optax.apply_if_finite):")

@@ -494,7 +494,9 @@ def distance_direction(
     l1 = sum(jnp.sum(jnp.abs(as_compute_dtype(s))).astype(dtype) for s in jax.tree.leaves(grad_sum))
     estimate = jnp.where(l1 > 0, numerator / jnp.where(l1 > 0, l1, 1.0), 0.0)
     d_new = jnp.maximum(d, estimate)
-    dist = select(DistanceState(dist.params0, grad_sum, d_new, numerator), dist)
+    # params0 never changes: selected, it would be read and written every step.
+    grad_sum, d_new, numerator = select((grad_sum, d_new, numerator), (dist.grad_sum, dist.d, dist.numerator))
+    dist = DistanceState(dist.params0, grad_sum, d_new, numerator)
     dg = jax.tree.map(lambda g: d * as_compute_dtype(g), updates)
     mu = select(update_moment(dg, mu, b1, 1), mu)
     nu = select(update_moment(dg, nu, b2, 2), nu)
