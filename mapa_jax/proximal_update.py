@@ -336,6 +336,13 @@ def preconditioner(nu_hat: Array, eps: float) -> Array:
     return jnp.sqrt(jnp.maximum(nu_hat, 1e-30)) + eps
 
 
+def _select(keep: Optional[Array], new: Any, old: Any) -> Any:
+    """``new`` where the boolean scalar ``keep`` is True, ``old`` where it is False (``new`` if it is None)."""
+    if keep is None:
+        return new
+    return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
+
+
 def adam_direction(
     updates: optax.Updates,
     mu: Any,
@@ -373,13 +380,8 @@ def adam_direction(
       dtype, all trees shaped like params.
     """
 
-    def select(new: Any, old: Any) -> Any:
-        if keep is None:
-            return new
-        return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
-
-    mu = select(update_moment(updates, mu, b1, 1), mu)
-    nu = select(update_moment(updates, nu, b2, 2), nu)
+    mu = _select(keep, update_moment(updates, mu, b1, 1), mu)
+    nu = _select(keep, update_moment(updates, nu, b2, 2), nu)
     # Not optax.tree.bias_correction: it is its own jit, inside which XLA turns
     # the division by the broadcast correction into a multiplication by its
     # reciprocal; called eagerly it then differs in the last bit from this
@@ -474,11 +476,6 @@ def distance_direction(
       compute dtype).
     """
 
-    def select(new: Any, old: Any) -> Any:
-        if keep is None:
-            return new
-        return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, old)
-
     b3 = float(np.sqrt(b2))
     dtype = dist.d.dtype
     t = count.astype(dtype)
@@ -495,11 +492,11 @@ def distance_direction(
     estimate = jnp.where(l1 > 0, numerator / jnp.where(l1 > 0, l1, 1.0), 0.0)
     d_new = jnp.maximum(d, estimate)
     # params0 never changes: selected, it would be read and written every step.
-    grad_sum, d_new, numerator = select((grad_sum, d_new, numerator), (dist.grad_sum, dist.d, dist.numerator))
+    grad_sum, d_new, numerator = _select(keep, (grad_sum, d_new, numerator), (dist.grad_sum, dist.d, dist.numerator))
     dist = DistanceState(dist.params0, grad_sum, d_new, numerator)
     dg = jax.tree.map(lambda g: d * as_compute_dtype(g), updates)
-    mu = select(update_moment(dg, mu, b1, 1), mu)
-    nu = select(update_moment(dg, nu, b2, 2), nu)
+    mu = _select(keep, update_moment(dg, mu, b1, 1), mu)
+    nu = _select(keep, update_moment(dg, nu, b2, 2), nu)
     numer = jax.tree.map(lambda m: as_compute_dtype(m) / d, mu)
     denom = jax.tree.map(lambda v: (jnp.sqrt(jnp.maximum(as_compute_dtype(v), 1e-30)) + dist.d * eps) / d, nu)
     return mu, nu, dist, base, numer, denom
