@@ -36,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=None, help="training steps per optimizer (default 400)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     mt = sub.add_parser("meta-train", help="meta-train a MAPA meta-learner")
-    mt.add_argument("--preset", default="default", help="smoke (about a minute), default (the shipped one) or distance (the default on Prodigy's "
-                         "distance estimate)")
+    mt.add_argument("--preset", default="default", help="smoke (about a minute), default (the shipped one), distance (the default on Prodigy's "
+                         "distance estimate) or distance_wide (distance on meta_train_wide, T up to 400, "
+                         "augmented)")
     mt.add_argument("--checkpoint-dir", required=True, help="directory for checkpoints, metrics.jsonl and the plot")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the directory")

@@ -58,6 +58,31 @@ def test_a_transformer_task_trains_and_its_graph_has_attention_and_norms():
     assert graph.nodes.shape[0] == len({path[:-1] for path in _paths(params)})
 
 
+def test_sort_language_sorts_its_prefix_and_counts_only_the_sorted_part():
+    lang = sequence.sort_language(vocab=6, prefix=4, seed=2)
+    seq = lang.tokens["train"]
+    assert seq.shape == (sequence.SPLIT_SIZES[0], 9) and np.all(seq[:, 4] == 0) and seq[:, :4].min() >= 1
+    np.testing.assert_array_equal(np.sort(seq[:, :4], axis=1), seq[:, 5:])
+    assert not np.array_equal(seq[:, :4], seq[:, 5:])  # not already sorted: the task is not a copy
+    np.testing.assert_array_equal(lang.weights, [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(sequence.sort_language(vocab=6, prefix=4, seed=2).tokens["test"], lang.tokens["test"])
+
+
+def test_meta_train_wide_adds_the_training_transformers_and_no_held_out_task():
+    wide, base = tasks.family("meta_train_wide").task_names, tasks.family("meta_train").task_names
+    train_seq = tasks.family("sequence_train").task_names
+    assert wide == base + train_seq and len(train_seq) == 2
+    assert {tasks.get_task(n).kind for n in train_seq} == {"sequence"}
+    for held_out in ("meta_test", "sequence", "rl"):
+        assert not set(wide) & set(tasks.family(held_out).task_names), held_out
+    # other languages than the held-out ones (not only other names)
+    train_groups = {tasks.get_task(n).info["group"] for n in train_seq}
+    assert not train_groups & {t.info["group"] for t in tasks.family("sequence").tasks}
+    from mapa_jax.meta.config import PRESETS  # no preset meta-trains on a held-out family
+    for name, cfg in PRESETS.items():
+        assert cfg.tasks not in ("meta_test", "sequence", "rl"), name
+
+
 def _paths(tree):
     return [tuple(str(k) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
 
@@ -66,6 +91,7 @@ def _paths(tree):
     (lambda: sequence.markov_language(vocab=1), "vocab >= 2"),
     (lambda: sequence.markov_language(vocab=4, successors=5), "successors"),
     (lambda: sequence.copy_language(prefix=0), "prefix >= 1"),
+    (lambda: sequence.sort_language(vocab=2), "sort_language: need vocab >= 3"),
     (lambda: sequence.sequence_task("x", sequence.CausalTransformer(8, 11), sequence.markov_language(vocab=16, length=12)),
      "vocab 8 is not the language's 16"),
 ])

@@ -275,9 +275,22 @@ PRESETS["distance"] = dataclasses.replace(
     meta_learner=dataclasses.replace(PRESETS["default"].meta_learner, parameterization="distance"),
 )
 
+# The distance preset on a wider distribution: the meta-train architectures and
+# two transformers (`sequence_train`: tasks that want large steps, where the
+# tabular tasks want small ones), trajectories of T = 100-400 steps (truncations
+# of H = 100), VeLO-style per-tensor rescaling within e^{+-1}, and a stronger
+# pull of the heads toward the factor 1 (10.0). README, Benchmarks.
+PRESETS["distance_wide"] = dataclasses.replace(
+    PRESETS["distance"],
+    tasks="meta_train_wide",
+    inner_steps=400,
+    augment_log_range=1.0,
+    head_weight_decay=10.0,
+)
+
 
 def preset(name: str, **overrides: Any) -> MetaTrainConfig:
-    """A named configuration (``"smoke"``, ``"default"``, ``"distance"``), with field overrides.
+    """A named configuration (``"smoke"``, ``"default"``, ``"distance"``, ``"distance_wide"``), with field overrides.
 
     Raises:
       ValueError: an unknown preset or override field, or a bad value (the

@@ -8,8 +8,12 @@ Families
     ``"meta_test"``: the 5 held-out architectures (see `mapa_jax.tasks.zoo`);
     ``"synthetic"``: the M-L2O problems and sparse logistic regression (see
     `mapa_jax.tasks.synthetic`; not the tiny test quadratic);
-    ``"sequence"``: small causal transformers on synthetic languages (see
-    `mapa_jax.tasks.sequence`; in no meta-training preset yet);
+    ``"sequence"``: two small causal transformers on synthetic languages (see
+    `mapa_jax.tasks.sequence`), held out: in no meta-training family;
+    ``"sequence_train"``: two other transformers for meta-training (a
+    different Markov language, vocabulary and depth; the sort task, where the
+    held-out one is the copy task);
+    ``"meta_train_wide"``: ``meta_train`` and ``sequence_train``;
     ``"rl"``: policy-gradient (REINFORCE) tasks on gymnax classic control,
     ``kind="reinforcement"``, a held-out kind for evaluation only: in no
     meta-training family or preset (see `mapa_jax.tasks.rl`; needs gymnax,
@@ -74,6 +78,16 @@ _SEQUENCE: dict[str, Callable[[], Task]] = {
         sequence.copy_language(vocab=24, prefix=12)),
 }
 
+# Transformers for meta-training: other languages, sizes and depths than the held-out ones above.
+_SEQUENCE_TRAIN: dict[str, Callable[[], Task]] = {
+    "markov_v32/transformer_d24_l2": lambda: sequence.sequence_task(
+        "markov_v32/transformer_d24_l2", sequence.CausalTransformer(32, 23, width=24, layers=2, heads=2),
+        sequence.markov_language(vocab=32, length=24, successors=4, seed=7)),
+    "sort/transformer_d16_l1": lambda: sequence.sequence_task(
+        "sort/transformer_d16_l1", sequence.CausalTransformer(12, 16, width=16, layers=1, heads=2),
+        sequence.sort_language(vocab=12, prefix=8, seed=3)),
+}
+
 # REINFORCE on gymnax classic control (`mapa_jax.tasks.rl`): held out, never meta-trained on.
 _RL: dict[str, Callable[[], Task]] = {
     "cartpole/policy_mlp_tanh_2x32": lambda: rl.policy_gradient_task(
@@ -86,6 +100,7 @@ _BUILDERS: dict[str, Callable[[], Task]] = {
     **{a.task_name: _zoo_builder(a) for a in zoo.ZOO},
     **_SYNTHETIC,
     **_SEQUENCE,
+    **_SEQUENCE_TRAIN,
     **_RL,
     TINY_TASK: lambda: synthetic.quadratic_tiny(TINY_TASK),
 }
@@ -96,6 +111,8 @@ _FAMILIES: dict[str, tuple[str, ...]] = {
     "synthetic": tuple(_SYNTHETIC),
     "smoke": (TINY_TASK, "breast_cancer/mlp_tanh_1x16", "diabetes/mlp_leaky_relu_4x16"),
     "sequence": tuple(_SEQUENCE),
+    "sequence_train": tuple(_SEQUENCE_TRAIN),
+    "meta_train_wide": tuple(a.task_name for a in zoo.META_TRAIN) + tuple(_SEQUENCE_TRAIN),
     "rl": tuple(_RL),
 }
 

