@@ -47,6 +47,8 @@ def test_performance_and_transfer_score_follow_their_definition():
     assert tr["score"] == pytest.approx(0.6 / 1.5)
     assert "meta_test" in tr["definition"]
     assert evaluation.transfer_score(train, _hand_made({"e": {"mapa": 1.0, "prox_adam": None}}))["score"] is None
+    floor = _hand_made({"f": {"mapa": 0.0, "prox_adam": 0.0}, "g": {"mapa": 1.0, "prox_adam": 2.0}})
+    assert evaluation.performance(floor, "mapa", "prox_adam")["value"] == pytest.approx((1.0 + 2.0) / 2)  # 0 vs 0: a tie
 
 
 def _per_seed(losses):

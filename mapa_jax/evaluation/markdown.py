@@ -1,7 +1,7 @@
 """The evaluation's output: markdown tables and plain JSON of a :func:`~mapa_jax.evaluation.report`.
 
 * :func:`markdown_report`: per family, task x method (final test loss, mean
-  ± std over seeds, and accuracy / R^2; the lowest in bold), the chosen
+  ± std over seeds, and the task's test metric, e.g. accuracy or R^2; the lowest in bold), the chosen
   hyperparameters of the registered baselines, the aggregates (mean rank,
   wins, steps to 95%, sparsity, finite runs), the paired comparison and the
   performance; then the architecture transfer score;
@@ -34,7 +34,7 @@ def markdown_report(rep: Mapping[str, Any]) -> str:
     for fam, res in rep["families"].items():
         methods = res["config"]["methods"]
         lines += [f"## {fam}: final test loss (mean ± std over {len(res['config']['seeds'])} seeds) "
-                  f"and accuracy / R^2, T = {res['config']['steps']}", "",
+                  f"with the test metric named in column `metric` in parentheses, T = {res['config']['steps']}", "",
                   "| task | metric | " + " | ".join(methods) + " |",
                   "| --- | --- | " + " | ".join("---" for _ in methods) + " |"]
         for name, entry in res["tasks"].items():

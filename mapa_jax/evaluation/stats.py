@@ -90,7 +90,8 @@ def performance(result: Mapping[str, Any], method: str = "mapa", reference: str 
 
     > 1: ``method`` ends lower than ``reference`` on average. A task where
     ``method`` diverges gives 0; a task where ``reference`` diverges is left
-    out (listed in ``excluded``). ``value`` is None when no task is left.
+    out (listed in ``excluded``); a task where both reach a loss of 0 (the RL
+    tasks' floor) gives 1 (a tie). ``value`` is None when no task is left.
     """
     ratios, excluded = [], []
     for task in result["tasks"]:
@@ -99,6 +100,8 @@ def performance(result: Mapping[str, Any], method: str = "mapa", reference: str 
             excluded.append(task)
         elif not math.isfinite(mine):
             ratios.append(0.0)
+        elif ref == mine == 0.0:
+            ratios.append(1.0)
         else:
             ratios.append(ref / max(mine, 1e-12))
     return {"value": float(np.mean(ratios)) if ratios else None, "tasks": len(ratios), "excluded": excluded,
@@ -126,8 +129,8 @@ def paired(result: Mapping[str, Any], method: str = "mapa", other: str = TRANSFE
     * Across tasks: ``geomean_ratio``, the geometric mean over tasks of
       ``L_other / L_method`` (mean test loss over seeds; > 1: ``method`` lower),
       and ``ci95``, its 95% bootstrap interval over tasks (``resamples``
-      resamples, seeded). Tasks where either method diverged are left out and
-      counted in ``excluded``. ``geomean_ratio`` is None when no task is left.
+      resamples, seeded). Tasks where either method diverged, or has a mean
+      loss of 0 (no log ratio), are left out and counted in ``excluded``. ``geomean_ratio`` is None when no task is left.
 
     Results without per-seed records (``per_seed``) give 0 pairs.
     """
