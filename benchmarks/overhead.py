@@ -3,8 +3,9 @@
 Times one jitted ``update`` + ``optax.apply_updates`` on a pytree of about 10M
 float32 parameters in several layers, for mapa (sgd and adam directions),
 optax.sgd, optax.adamw and prox_adam, and MAPA with its non-finite guard off
-(``skip_nonfinite=False``), and the non-finite guards: optax.sgd,
-optax.adamw and prox_adam under ``mj.skip_nonfinite`` and under
+(``skip_nonfinite=False``), on the ``"distance"`` parameterization with the
+exact and the sampled (``distance_sample``) estimate, and the non-finite
+guards: optax.sgd, optax.adamw and prox_adam under ``mj.skip_nonfinite`` and under
 ``optax.apply_if_finite`` (the same guarantee, as MAPA's own guard), each
 reported next to the unguarded optimizer as ratios to an optax.sgd step
 (``--no-guards`` leaves those six rows out). Methods are measured
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 import optax
 
 import mapa_jax as mj
+from mapa_jax import features
 
 
 def make_params(total: int, layers: int, key: jax.Array) -> dict[str, Any]:
@@ -74,6 +76,8 @@ def optimizers(small: bool, guards: bool = True) -> dict[str, optax.GradientTran
     sgd_cfg = mj.MetaLearnerConfig(direction="sgd", **hidden)
     adam_cfg = mj.MetaLearnerConfig(direction="adam", operator="soft_threshold", **hidden)
     dist_cfg = mj.MetaLearnerConfig(direction="adam", operator="soft_threshold", parameterization="distance", **hidden)
+    sampled_cfg = mj.MetaLearnerConfig(direction="adam", operator="soft_threshold", parameterization="distance",
+                                       distance_sample=features.SAMPLE_SIZE, **hidden)
     txs = {
         **{name: make() for name, make in GUARDED.items()},
         "mapa[sgd]": mj.mapa(mj.init_meta_params(key, sgd_cfg), sgd_cfg),
@@ -83,6 +87,9 @@ def optimizers(small: bool, guards: bool = True) -> dict[str, optax.GradientTran
         "mapa[adam,unguarded]": mj.mapa(mj.init_meta_params(key, adam_cfg), adam_cfg, skip_nonfinite=False),
         # The "distance" parameterization: Prodigy's estimate as the base step.
         "mapa[adam,distance,unguarded]": mj.mapa(mj.init_meta_params(key, dist_cfg), dist_cfg, skip_nonfinite=False),
+        # The same, with d estimated from each tensor's subsample (distance_sample).
+        "mapa[adam,distance-sampled,unguarded]": mj.mapa(mj.init_meta_params(key, sampled_cfg), sampled_cfg,
+                                                         skip_nonfinite=False),
     }
     if guards:
         # The guarantee of MAPA's default (a non-finite step changes nothing)
@@ -218,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # What the distance estimate adds to a step, in prox_adam steps.
             "distance_estimate_over_prox_adam": (med["mapa[adam,distance,unguarded]"] - med["mapa[adam,unguarded]"])
             / med["prox_adam"],
+            "distance_sampled_estimate_over_prox_adam": (
+                med["mapa[adam,distance-sampled,unguarded]"] - med["mapa[adam,unguarded]"]) / med["prox_adam"],
             **guarded_ratios,
         },
         "guards_over_sgd": guard_table,
@@ -227,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mapa_sgd_over_adamw": 0.6,
             "mapa_adam_over_prox_adam": 1.10,
             "distance_estimate_over_prox_adam": 0.1,
+            "distance_sampled_estimate_over_prox_adam": 0.1,
             **({"skip_nonfinite_sgd_over_sgd": 1.6} if guards else {}),
         },
     }
@@ -250,6 +260,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"mapa[adam] / prox_adam = {r['mapa_adam_unguarded_over_prox_adam']:.3f}")
         print(f"the distance estimate (parameterization='distance') adds "
               f"{r['distance_estimate_over_prox_adam']:.3f} prox_adam steps per step (target <= 0.1)")
+        print(f"the sampled distance estimate (distance_sample={features.SAMPLE_SIZE}) adds "
+              f"{r['distance_sampled_estimate_over_prox_adam']:.3f} prox_adam steps per step (target <= 0.1)")
         if guards:
             print("non-finite guards, per step, as ratios to an optax.sgd step "
                   "(unguarded | mj.skip_nonfinite | optax.apply_if_finite):")

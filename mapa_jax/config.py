@@ -67,7 +67,20 @@ class MetaLearnerConfig:
         as with ``"relative"``. The state holds two more floats per parameter
         (the initial parameters and Prodigy's weighted gradient sum); the
         estimate is a statistic of the trajectory, not differentiated
-        through in meta-training.
+        through in meta-training. See ``distance_sample`` for a cheaper,
+        approximate estimate.
+      distance_sample: ``"distance"``: how many elements of each tensor the
+        distance estimate reads. 0 (the default): all of them, Prodigy's
+        ``d`` exactly; the estimate then reduces ``<g, x_0 - x>`` and
+        ``||s||_1`` over every parameter each step and keeps two floats per
+        parameter. ``n > 0``: at most ``n`` per tensor, the same subsample
+        as the features' statistics (evenly spaced contiguous blocks; all of a
+        tensor of at most ``n`` elements), each tensor's sampled sums scaled
+        by its size over its sample's: an approximation of Prodigy's ``d``
+        (exact where every tensor has at most ``n`` elements) whose cost and
+        state are ``O(n)`` per tensor, not per parameter
+        (``features.SAMPLE_SIZE``, 4096, is a natural choice). Unused by the
+        other parameterizations.
       eta_max: ``"paper"``: upper bound of the step size, ``eta = sigmoid(.) *
         eta_max`` (paper: 0.01). Unused by ``"relative"`` and ``"distance"``.
       tau_max: upper bound of the threshold, ``tau = sigmoid(.) * tau_max``
@@ -107,6 +120,7 @@ class MetaLearnerConfig:
     gnn_hidden: int = 128
     gnn_rounds: int = 3
     parameterization: str = "paper"
+    distance_sample: int = 0
     eta_max: float = 0.01
     tau_max: float = 0.1
     base_step: float = 1e-2
@@ -138,6 +152,9 @@ class MetaLearnerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, value, "an integer >= 1")
+        if (not isinstance(self.distance_sample, int) or isinstance(self.distance_sample, bool)
+                or self.distance_sample < 0):
+            raise bad("distance_sample", self.distance_sample, "an integer >= 0 (0: the exact estimate)")
         for name in ("eta_max", "tau_max", "init_lam", "eps", "base_step", "eta_range"):
             value = getattr(self, name)
             if not (_is_real(value) and math.isfinite(value) and value > 0):

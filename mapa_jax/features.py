@@ -18,7 +18,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mapa_jax.proximal_update import compute_dtype, gradients_finite  # noqa: F401  (re-exported)
+from mapa_jax.proximal_update import (  # noqa: F401  (re-exported)
+    SAMPLE_BLOCKS,
+    SAMPLE_SIZE,
+    compute_dtype,
+    gradients_finite,
+    sample,
+)
 
 Array = jax.Array
 
@@ -30,6 +36,9 @@ __all__ = [
     "progress",
     "tensor_scale",
     "HISTORY_SIZE",
+    "SAMPLE_SIZE",
+    "SAMPLE_BLOCKS",
+    "sample",
     "STATS",
     "tensor_statistics",
     "gradients_finite",
@@ -86,15 +95,9 @@ _LOG_CLIP = (-30.0, 10.0)
 _DEV_CLIP = 5.0
 
 
-# Statistics come from a subsample of at most this many elements per tensor
-# (all of them for smaller tensors): SAMPLE_BLOCKS contiguous blocks, evenly
-# spaced, so that the sample costs a few hundred cache lines rather than one
-# per element. The only full pass over a gradient is the plain sum of
-# :func:`gradients_finite`, the finiteness check. (On XLA:CPU a reduction of
-# anything but the raw array, e.g. sum(g * g) or sum(|g|), first writes that
-# array out: two extra passes over memory.)
-SAMPLE_SIZE = 4096
-SAMPLE_BLOCKS = 64
+# Statistics come from a subsample of at most SAMPLE_SIZE elements per tensor
+# (:func:`sample`: SAMPLE_BLOCKS evenly spaced contiguous blocks, all of a
+# smaller tensor), defined in :mod:`mapa_jax.proximal_update` with why.
 STATS = (
     "mean_abs_grad",
     "mean_sq_param",
@@ -104,20 +107,7 @@ STATS = (
 )
 
 
-def _sample(x: Array, n: int) -> Array:
-    """A subsample of ``x``: all of it (zero-padded to ``n``) if ``x.size <= n``,
-    else ``SAMPLE_BLOCKS`` evenly spaced contiguous blocks of ``n // SAMPLE_BLOCKS``
-    elements (one strided slice of a 2-D view; exactly ``n`` elements when
-    ``n`` is a multiple of ``SAMPLE_BLOCKS``)."""
-    flat = x.reshape(-1)
-    if flat.size <= n:
-        return jnp.pad(flat, (0, n - flat.size))
-    blocks = min(SAMPLE_BLOCKS, n)
-    length = n // blocks
-    rows = flat.size // length
-    view = flat[: rows * length].reshape(rows, length)
-    sample = view[:: rows // blocks][:blocks].reshape(-1)
-    return jnp.pad(sample, (0, n - sample.shape[0]))
+_sample = sample  # its name before it was public
 
 
 def tensor_statistics(
@@ -129,7 +119,7 @@ def tensor_statistics(
     """Per-tensor statistics ``(n_tensors, len(STATS))``, laid out as :data:`STATS`.
 
     Means over a subsample of at most ``sample_size`` entries per tensor (see
-    :func:`_sample`), taken at the same positions in ``g`` and ``p``: ``mean
+    :func:`sample`), taken at the same positions in ``g`` and ``p``: ``mean
     |g|``, ``mean p**2``, ``mean g p``, ``mean g**2`` and the fraction of
     ``|p| < tau``. Exact for tensors of at most ``sample_size`` entries.
     Computed in float32 (or wider); the statistics of all tensors are computed
@@ -139,8 +129,8 @@ def tensor_statistics(
     """
     ct = compute_dtype(jnp.result_type(*params))
     sizes = [min(int(p.size), sample_size) for p in params]
-    gs = jnp.stack([_sample(g, sample_size) for g in grads]).astype(ct)
-    ps = jnp.stack([_sample(p, sample_size) for p in params]).astype(ct)
+    gs = jnp.stack([sample(g, sample_size) for g in grads]).astype(ct)
+    ps = jnp.stack([sample(p, sample_size) for p in params]).astype(ct)
     w = (jnp.arange(sample_size)[None, :] < jnp.asarray(sizes)[:, None]).astype(ct)
     w = w / jnp.asarray(sizes, ct)[:, None]
     below = (jnp.abs(ps) < jnp.asarray(tau, ct)[:, None]).astype(ct)

@@ -76,9 +76,11 @@ class MapaState(NamedTuple):
       mu, nu: Adam moments for ``direction="adam"``; empty tuples otherwise.
         For ``parameterization="distance"``, ``nu`` is the pair (second
         moment, :class:`~mapa_jax.proximal_update.DistanceState`: the
-        Prodigy-style distance estimate); kept inside ``nu`` so that the
-        state of every other configuration has the layout of earlier
-        versions (checkpoints written before still restore).
+        Prodigy-style distance estimate; with ``config.distance_sample > 0``
+        its ``params0`` and ``grad_sum`` hold only each tensor's subsample);
+        kept inside ``nu`` so that the state of every other configuration
+        has the layout of earlier versions (checkpoints written before still
+        restore).
     """
 
     count: Array
@@ -398,7 +400,7 @@ def mapa(
             lam=treedef.unflatten(list(lam)),
             tau=treedef.unflatten(list(tau)),
             mu=moments,
-            nu=(jax.tree.map(jnp.copy, moments), init_distance_state(params)) if distance
+            nu=(jax.tree.map(jnp.copy, moments), init_distance_state(params, config.distance_sample)) if distance
             else jax.tree.map(jnp.copy, moments),
         )
 
@@ -440,7 +442,7 @@ def mapa(
             scale = features.tensor_scale(stats)
             mu, nu, dist, d_base, numer, denom = distance_direction(
                 updates, params, state.mu, *state.nu, state.count + 1,
-                b1=config.b1, b2=config.b2, eps=config.eps, keep=finite,
+                b1=config.b1, b2=config.b2, eps=config.eps, keep=finite, sample_size=config.distance_sample,
             )
             nu = (nu, dist)
             eta_base = jnp.broadcast_to(d_base, scale.shape)

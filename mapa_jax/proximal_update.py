@@ -58,6 +58,9 @@ __all__ = [
     "preconditioner",
     "adam_direction",
     "gradients_finite",
+    "SAMPLE_SIZE",
+    "SAMPLE_BLOCKS",
+    "sample",
     "DISTANCE_D0",
     "DistanceState",
     "init_distance_state",
@@ -393,6 +396,54 @@ def adam_direction(
 
 
 # --------------------------------------------------------------------------
+# Subsamples of tensors (the features' statistics, the sampled distance estimate).
+
+# Statistics come from a subsample of at most this many elements per tensor
+# (all of them for smaller tensors): SAMPLE_BLOCKS contiguous blocks, evenly
+# spaced, so that the sample costs a few hundred cache lines rather than one
+# per element. The only full pass over a gradient is the plain sum of
+# :func:`gradients_finite`, the finiteness check. (On XLA:CPU a reduction of
+# anything but the raw array, e.g. sum(g * g) or sum(|g|), first writes that
+# array out: two extra passes over memory.) Defined here, not in
+# :mod:`mapa_jax.features` (which re-exports them), because the sampled
+# distance estimate below uses them and features imports this module.
+SAMPLE_SIZE = 4096
+SAMPLE_BLOCKS = 64
+
+
+def sample(x: Array, n: int) -> Array:
+    """A subsample of ``x``: all of it (zero-padded to ``n``) if ``x.size <= n``,
+    else ``SAMPLE_BLOCKS`` evenly spaced contiguous blocks of ``n // SAMPLE_BLOCKS``
+    elements (one strided slice of a 2-D view; exactly ``n`` elements when
+    ``n`` is a multiple of ``SAMPLE_BLOCKS``)."""
+    flat = x.reshape(-1)
+    if flat.size <= n:
+        return jnp.pad(flat, (0, n - flat.size))
+    blocks = min(SAMPLE_BLOCKS, n)
+    length = n // blocks
+    rows = flat.size // length
+    view = flat[: rows * length].reshape(rows, length)
+    picked = view[:: rows // blocks][:blocks].reshape(-1)
+    return jnp.pad(picked, (0, n - picked.shape[0]))
+
+
+def _sampled_count(size: int, n: int) -> int:
+    """How many of a tensor's ``size`` elements :func:`sample` ``(x, n)`` holds (the rest is padding)."""
+    if size <= n:
+        return size
+    blocks = min(SAMPLE_BLOCKS, n)
+    return blocks * (n // blocks)
+
+
+def _distance_sample(x: Array, n: int) -> Array:
+    """What the sampled distance estimate keeps of ``x``: all of it, as it is, if
+    ``x.size <= n``, else the elements of :func:`sample` ``(x, n)`` (1-D, without padding)."""
+    if x.size <= n:
+        return x
+    return sample(x, n)[: _sampled_count(x.size, n)]
+
+
+# --------------------------------------------------------------------------
 # A Prodigy-style distance estimate (the "distance" parameterization's base step).
 
 #: Prodigy's initial distance estimate ``d_0`` (``optax.contrib.prodigy``'s ``estim_lr0``).
@@ -403,8 +454,14 @@ class DistanceState(NamedTuple):
     """State of :func:`distance_direction`.
 
     Attributes:
-      params0: the parameters at ``init`` (a tree shaped like params).
-      grad_sum: Prodigy's weighted gradient sum ``s`` (a tree shaped like params).
+      params0: the parameters at ``init`` (a tree shaped like params). With a
+        sample size ``n > 0`` (:func:`init_distance_state`), a tree of the same
+        structure in which a tensor of at most ``n`` elements is kept whole
+        (as with ``n = 0``) and a larger one as the 1-D array of the elements
+        of its subsample (:func:`sample`, without padding: ``n`` of them, or
+        ``SAMPLE_BLOCKS * (n // SAMPLE_BLOCKS)`` when ``n`` is not a multiple
+        of ``SAMPLE_BLOCKS``), in the params' dtype.
+      grad_sum: Prodigy's weighted gradient sum ``s`` (shaped like ``params0``).
       d: the distance estimate (a scalar in the params' compute dtype, float32
         or wider; starts at :data:`DISTANCE_D0` and never decreases).
       numerator: Prodigy's weighted sum ``r`` of ``<g, x_0 - x>`` (a scalar, the same dtype).
@@ -416,15 +473,52 @@ class DistanceState(NamedTuple):
     numerator: Array
 
 
-def init_distance_state(params: Any) -> DistanceState:
-    """The :class:`DistanceState` before the first step."""
+def _check_sample_size(sample_size: Any, where: str) -> None:
+    if not isinstance(sample_size, int) or isinstance(sample_size, bool) or sample_size < 0:
+        raise ValueError(f"{where}: sample_size must be an integer >= 0 (0: the exact estimate), "
+                         f"got {sample_size!r}.")
+
+
+def init_distance_state(params: Any, sample_size: int = 0) -> DistanceState:
+    """The :class:`DistanceState` before the first step.
+
+    ``sample_size``: 0 keeps the whole initial parameters and gradient sum
+    (the exact estimate); ``n > 0`` keeps at most ``n`` elements of each
+    tensor (see :func:`distance_direction`).
+    """
+    _check_sample_size(sample_size, "init_distance_state")
     dtype = compute_dtype(jnp.result_type(*jax.tree.leaves(params)))
+    if sample_size:
+        params0 = jax.tree.map(lambda p: jnp.copy(_distance_sample(p, sample_size)), params)
+    else:
+        params0 = jax.tree.map(jnp.copy, params)
     return DistanceState(
-        params0=jax.tree.map(jnp.copy, params),
-        grad_sum=optax.tree.zeros_like(params),
+        params0=params0,
+        grad_sum=optax.tree.zeros_like(params0),
         d=jnp.asarray(DISTANCE_D0, dtype),
         numerator=jnp.zeros([], dtype),
     )
+
+
+def _check_distance_state(dist: DistanceState, params: Any, sample_size: int) -> None:
+    """Trace time: the sampled state's leaves have the sizes of ``sample_size``'s subsamples."""
+    for (path, p), p0, s in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(dist.params0),
+                                jax.tree.leaves(dist.grad_sum)):
+        size = int(np.prod(p.shape))
+        expected = p.shape if not sample_size or size <= sample_size else (_sampled_count(size, sample_size),)
+        if p0.shape != expected or s.shape != expected:
+            raise ValueError(
+                f"distance_direction: the DistanceState at {_path(path)} has shape {p0.shape}, expected "
+                f"{expected} for sample_size={sample_size} (a state made with another sample size?)."
+            )
+
+
+def _scaled_sum(terms: list, scales: Optional[list], dtype: Any) -> Array:
+    if scales is None:
+        return sum(t.astype(dtype) for t in terms)
+    # A scale of 1 (a tensor sampled whole) is left out: then every tensor is exact
+    # and the sum is the exact estimate's, bit for bit.
+    return sum(t.astype(dtype) if c == 1 else c * t.astype(dtype) for c, t in zip(scales, terms))
 
 
 def distance_direction(
@@ -439,6 +533,7 @@ def distance_direction(
     b2: float,
     eps: float,
     keep: Optional[Array] = None,
+    sample_size: int = 0,
 ) -> tuple[Any, Any, DistanceState, Array, Any, Any]:
     r"""Prodigy's distance estimate and its ``d``-weighted Adam direction.
 
@@ -461,6 +556,17 @@ def distance_direction(
     large: 1e6 at the start). The estimate is not differentiated through
     (``lax.stop_gradient``): it is a statistic of the trajectory.
 
+    With ``sample_size = n > 0`` the sums ``<g, x_0 - x>`` and ``\|s\|_1``
+    are estimated from the subsample of each tensor (:func:`sample`, at most
+    ``n`` elements, the same positions every step, kept in ``dist``): a
+    tensor of ``N`` elements of which ``k`` are sampled contributes ``N / k``
+    times its sampled sum, so that tensors weigh as in the full sums. A
+    tensor of at most ``n`` elements is exact (``k = N``). This is an
+    approximation of Prodigy's ``d`` (of a ratio of two estimated sums) that
+    costs ``O(n)`` per tensor per step instead of a pass over every
+    parameter, and keeps ``2 n`` floats per tensor instead of two per
+    parameter.
+
     Args:
       updates: the gradients ``g``. params: the current parameters ``x``.
       mu, nu: the stored moments (trees shaped like params).
@@ -468,6 +574,8 @@ def distance_direction(
       count: the number ``t >= 1`` of this step.
       b1, b2, eps: as in :func:`adam_direction`.
       keep: optional boolean scalar; where False every state stays as stored.
+      sample_size: 0 (the exact estimate) or the ``n`` of a sampled one; must
+        be the one ``dist`` was made with (:func:`init_distance_state`).
 
     Returns:
       ``(mu, nu, dist, base, numer, denom)``: the new moments and distance
@@ -481,14 +589,21 @@ def distance_direction(
     t = count.astype(dtype)
     d = jax.lax.stop_gradient(dist.d)
     base = d * jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-    g32 = jax.tree.map(lambda g: jax.lax.stop_gradient(as_compute_dtype(g)), updates)
-    diff = jax.tree.map(lambda p0, p: as_compute_dtype(p0) - jax.lax.stop_gradient(as_compute_dtype(p)),
+    _check_sample_size(sample_size, "distance_direction")
+    _check_distance_state(dist, params, sample_size)
+    if sample_size:  # each tensor's subsample, and the factor N / k of its sampled sums
+        pick = lambda x: _distance_sample(x, sample_size)  # noqa: E731
+        scales = [float(x.size) / _sampled_count(x.size, sample_size) for x in jax.tree.leaves(params)]
+    else:
+        pick, scales = (lambda x: x), None
+    g32 = jax.tree.map(lambda g: jax.lax.stop_gradient(as_compute_dtype(pick(g))), updates)
+    diff = jax.tree.map(lambda p0, p: as_compute_dtype(p0) - jax.lax.stop_gradient(as_compute_dtype(pick(p))),
                         dist.params0, params)
-    inner = sum(jnp.vdot(g, x).astype(dtype) for g, x in zip(jax.tree.leaves(g32), jax.tree.leaves(diff)))
+    inner = _scaled_sum([jnp.vdot(g, x) for g, x in zip(jax.tree.leaves(g32), jax.tree.leaves(diff))], scales, dtype)
     weight = (d / DISTANCE_D0) * base
     numerator = b3 * dist.numerator + weight * inner
     grad_sum = jax.tree.map(lambda s, g: (b3 * as_compute_dtype(s) + weight * g).astype(s.dtype), dist.grad_sum, g32)
-    l1 = sum(jnp.sum(jnp.abs(as_compute_dtype(s))).astype(dtype) for s in jax.tree.leaves(grad_sum))
+    l1 = _scaled_sum([jnp.sum(jnp.abs(as_compute_dtype(s))) for s in jax.tree.leaves(grad_sum)], scales, dtype)
     estimate = jnp.where(l1 > 0, numerator / jnp.where(l1 > 0, l1, 1.0), 0.0)
     d_new = jnp.maximum(d, estimate)
     # params0 never changes: selected, it would be read and written every step.

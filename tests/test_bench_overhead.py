@@ -34,6 +34,9 @@ def test_overhead_json_times_every_row_with_the_guards_next_to_their_optimizers(
                 "mapa_sgd_over_guarded_sgd", "mapa_adam_over_guarded_prox_adam", "mapa_sgd_over_sgd"):
         assert out["ratios"][key] > 0, key
     assert out["targets"]["skip_nonfinite_sgd_over_sgd"] == 1.6
+    assert {"mapa[adam,distance,unguarded]", "mapa[adam,distance-sampled,unguarded]"} <= rows
+    for key in ("distance_estimate_over_prox_adam", "distance_sampled_estimate_over_prox_adam"):
+        assert key in out["ratios"] and out["targets"][key] == 0.1, key
 
 
 def test_overhead_guard_rows_wrap_the_same_optimizers():
