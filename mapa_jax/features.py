@@ -107,7 +107,6 @@ STATS = (
 )
 
 
-_sample = sample  # its name before it was public
 
 
 def tensor_statistics(

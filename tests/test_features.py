@@ -27,10 +27,10 @@ def test_without_value_the_loss_features_are_masked():
 
 def test_sample_is_evenly_spaced_contiguous_blocks_and_exact_for_small_tensors():
     small = jnp.arange(100.0)
-    np.testing.assert_array_equal(features._sample(small, 128), np.concatenate([np.arange(100.0), np.zeros(28)]))
+    np.testing.assert_array_equal(features.sample(small, 128), np.concatenate([np.arange(100.0), np.zeros(28)]))
     n, blocks = features.SAMPLE_SIZE, features.SAMPLE_BLOCKS
     big = jnp.arange(250 * 811, dtype=jnp.float32).reshape(250, 811)  # not a multiple of the block
-    s = np.asarray(features._sample(big, n)).reshape(blocks, n // blocks)
+    s = np.asarray(features.sample(big, n)).reshape(blocks, n // blocks)
     np.testing.assert_array_equal(np.diff(s, axis=1), 1.0)  # each block is contiguous
     starts = s[:, 0]
     assert starts[0] == 0 and len(set(np.diff(starts))) == 1  # evenly spaced

@@ -341,7 +341,7 @@ def test_guard_catches_a_nan_outside_the_sample_and_does_not_change_finite_steps
     chex.assert_trees_all_equal((u_g, s_g), (u_u, s_u))  # the check changes nothing on finite steps
     # An entry the subsample does not see (the sample of w is 64 blocks of 64
     # from a 60000-entry tensor; entry 100 lies between the first two blocks).
-    sample = np.asarray(features._sample(jnp.arange(params["w"].size, dtype=jnp.float32), features.SAMPLE_SIZE))
+    sample = np.asarray(features.sample(jnp.arange(params["w"].size, dtype=jnp.float32), features.SAMPLE_SIZE))
     assert 100 not in sample
     bad = {"w": g["w"].reshape(-1).at[100].set(jnp.inf).reshape(g["w"].shape), "b": g["b"]}
     u, s1 = jax.jit(guarded.update)(bad, s, params)

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from mapa_jax import tasks
+from mapa_jax.meta.config import PRESETS
 from mapa_jax.tasks import sequence
 
 
@@ -78,8 +79,7 @@ def test_meta_train_wide_adds_the_training_transformers_and_no_held_out_task():
     # other languages than the held-out ones (not only other names)
     train_groups = {tasks.get_task(n).info["group"] for n in train_seq}
     assert not train_groups & {t.info["group"] for t in tasks.family("sequence").tasks}
-    from mapa_jax.meta.config import PRESETS  # no preset meta-trains on a held-out family
-    for name, cfg in PRESETS.items():
+    for name, cfg in PRESETS.items():  # no preset meta-trains on a held-out family
         assert cfg.tasks not in ("meta_test", "sequence", "rl"), name
 
 
