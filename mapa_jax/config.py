@@ -81,6 +81,12 @@ class MetaLearnerConfig:
         state are ``O(n)`` per tensor, not per parameter
         (``features.SAMPLE_SIZE``, 4096, is a natural choice). Unused by the
         other parameterizations.
+      distance_growth_steps: ``"distance"``: ``d`` may grow during the first
+        this many steps only and is held after them; 0 (the default): it may
+        grow at every step, as in Prodigy. At long horizons the estimate can
+        keep growing after the model has converged (on a policy-gradient task,
+        whose optimum is at infinite weights, or with the prox; README,
+        Benchmarks), and the step grows with it until training collapses.
       eta_max: ``"paper"``: upper bound of the step size, ``eta = sigmoid(.) *
         eta_max`` (paper: 0.01). Unused by ``"relative"`` and ``"distance"``.
       tau_max: upper bound of the threshold, ``tau = sigmoid(.) * tau_max``
@@ -121,6 +127,7 @@ class MetaLearnerConfig:
     gnn_rounds: int = 3
     parameterization: str = "paper"
     distance_sample: int = 0
+    distance_growth_steps: int = 0
     eta_max: float = 0.01
     tau_max: float = 0.1
     base_step: float = 1e-2
@@ -155,6 +162,9 @@ class MetaLearnerConfig:
         if (not isinstance(self.distance_sample, int) or isinstance(self.distance_sample, bool)
                 or self.distance_sample < 0):
             raise bad("distance_sample", self.distance_sample, "an integer >= 0 (0: the exact estimate)")
+        if (not isinstance(self.distance_growth_steps, int) or isinstance(self.distance_growth_steps, bool)
+                or self.distance_growth_steps < 0):
+            raise bad("distance_growth_steps", self.distance_growth_steps, "an integer >= 0 (0: no limit)")
         for name in ("eta_max", "tau_max", "init_lam", "eps", "base_step", "eta_range"):
             value = getattr(self, name)
             if not (_is_real(value) and math.isfinite(value) and value > 0):

@@ -443,6 +443,7 @@ def mapa(
             mu, nu, dist, d_base, numer, denom = distance_direction(
                 updates, params, state.mu, *state.nu, state.count + 1,
                 b1=config.b1, b2=config.b2, eps=config.eps, keep=finite, sample_size=config.distance_sample,
+                growth_steps=config.distance_growth_steps,
             )
             nu = (nu, dist)
             eta_base = jnp.broadcast_to(d_base, scale.shape)

@@ -534,6 +534,7 @@ def distance_direction(
     eps: float,
     keep: Optional[Array] = None,
     sample_size: int = 0,
+    growth_steps: int = 0,
 ) -> tuple[Any, Any, DistanceState, Array, Any, Any]:
     r"""Prodigy's distance estimate and its ``d``-weighted Adam direction.
 
@@ -576,6 +577,8 @@ def distance_direction(
       keep: optional boolean scalar; where False every state stays as stored.
       sample_size: 0 (the exact estimate) or the ``n`` of a sampled one; must
         be the one ``dist`` was made with (:func:`init_distance_state`).
+      growth_steps: ``d' = d`` at steps ``t > growth_steps`` when positive
+        (the sums ``r`` and ``s`` go on as before); 0: no limit (Prodigy).
 
     Returns:
       ``(mu, nu, dist, base, numer, denom)``: the new moments and distance
@@ -606,6 +609,8 @@ def distance_direction(
     l1 = _scaled_sum([jnp.sum(jnp.abs(as_compute_dtype(s))) for s in jax.tree.leaves(grad_sum)], scales, dtype)
     estimate = jnp.where(l1 > 0, numerator / jnp.where(l1 > 0, l1, 1.0), 0.0)
     d_new = jnp.maximum(d, estimate)
+    if growth_steps:
+        d_new = jnp.where(count > growth_steps, d, d_new)
     # params0 never changes: selected, it would be read and written every step.
     grad_sum, d_new, numerator = _select(keep, (grad_sum, d_new, numerator), (dist.grad_sum, dist.d, dist.numerator))
     dist = DistanceState(dist.params0, grad_sum, d_new, numerator)

@@ -191,6 +191,8 @@ IN_MEMORY = [
      r'parameterization="distance" needs direction="adam"'),
     ("config-distance_sample-negative", lambda: mj.MetaLearnerConfig(distance_sample=-1), ValueError,
      r"MetaLearnerConfig.distance_sample must be an integer >= 0 .*, got -1"),
+    ("config-distance_growth_steps-negative", lambda: mj.MetaLearnerConfig(distance_growth_steps=-1), ValueError,
+     r"MetaLearnerConfig.distance_growth_steps must be an integer >= 0 .*, got -1"),
     ("config-from_dict-none", lambda: mj.MetaLearnerConfig.from_dict(None), TypeError,
      r"MetaLearnerConfig.from_dict: d must be a dict"),
     ("config-from_dict-unknown", lambda: mj.MetaLearnerConfig.from_dict({"lstm_size": 3}), ValueError,

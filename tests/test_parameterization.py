@@ -331,3 +331,21 @@ def test_a_config_saved_before_distance_sample_loads_with_the_exact_estimate():
     old = mj.MetaLearnerConfig(direction="adam", parameterization="distance").to_dict()
     del old["distance_sample"]
     assert mj.MetaLearnerConfig.from_dict(old).distance_sample == 0
+
+
+# ------------------------------------------- distance_growth_steps: d held after a number of steps
+
+
+def test_distance_growth_steps_holds_d_after_them_and_changes_nothing_before():
+    params, loss = _problem()
+    free_d, free_p, _ = _distance_run(params, loss, 12)
+    held_d, held_p, _ = _distance_run(params, loss, 12, distance_growth_steps=5)
+    np.testing.assert_array_equal(held_d[:5], free_d[:5])  # the same steps, bit for bit, up to step 5
+    assert np.all(held_d[5:] == held_d[4]) and free_d[-1] > 1.5 * free_d[4]  # then held, where Prodigy's grows
+    assert not np.allclose(np.asarray(held_p["w1"]), np.asarray(free_p["w1"]))  # so the steps differ
+
+
+@pytest.mark.parametrize("bad", [-1, 2.0, False])
+def test_distance_growth_steps_must_be_a_nonnegative_integer(bad):
+    with pytest.raises(ValueError, match=r"MetaLearnerConfig.distance_growth_steps must be an integer >= 0"):
+        mj.MetaLearnerConfig(direction="adam", parameterization="distance", distance_growth_steps=bad)
