@@ -6,14 +6,17 @@ meta-params drawn with ``jax.random.key(0)``, nothing trained:
 * ``untrained_relative``: ``parameterization="relative"`` (Adam with a step of
   ``base_step`` = 1% of each tensor's RMS, times a learned factor);
 * ``untrained_distance``: ``parameterization="distance"`` (Prodigy's distance
-  estimate times a learned factor, and the Huber prox).
+  estimate times a learned factor, and the Huber prox);
+* ``untrained_distance_g250``: the same weights with ``distance_growth_steps=250``
+  (``d`` held after step 250: the same learner up to step 250).
 
     python benchmarks/export_untrained.py DIR
     mapa evaluate --pretrained untrained_distance --pretrained-dir DIR \\
         --families meta_test,sequence,rl --seeds 2 \\
         --baselines adam,prodigy,schedule_free_adamw,dadapt_adamw,adamw,prox_adam
 
-The README's "Scale-free base steps" tables come from these two commands.
+The README's "Scale-free base steps" tables come from these two commands
+(``--long-horizon`` for T = 1000).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from mapa_jax import pretrained
 from mapa_jax.meta.config import PRESETS
 
 PARAMETERIZATIONS = ("relative", "distance")
+GROWTH_STEPS = 250
 
 
 def main(argv: list[str]) -> int:
@@ -40,6 +44,11 @@ def main(argv: list[str]) -> int:
         info = {"note": f"untrained {name} learner: the default preset's meta-learner at initialization"}
         for path in pretrained.export(meta_params, config, info, f"untrained_{name}", argv[0]):
             print(path)
+        if name == "distance":
+            held = dataclasses.replace(config, distance_growth_steps=GROWTH_STEPS)
+            info = {"note": f"{info['note']}, d held after step {GROWTH_STEPS}"}
+            for path in pretrained.export(meta_params, held, info, f"untrained_distance_g{GROWTH_STEPS}", argv[0]):
+                print(path)
     return 0
 
 
