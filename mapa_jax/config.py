@@ -159,12 +159,10 @@ class MetaLearnerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise bad(name, value, "an integer >= 1")
-        if (not isinstance(self.distance_sample, int) or isinstance(self.distance_sample, bool)
-                or self.distance_sample < 0):
-            raise bad("distance_sample", self.distance_sample, "an integer >= 0 (0: the exact estimate)")
-        if (not isinstance(self.distance_growth_steps, int) or isinstance(self.distance_growth_steps, bool)
-                or self.distance_growth_steps < 0):
-            raise bad("distance_growth_steps", self.distance_growth_steps, "an integer >= 0 (0: no limit)")
+        for name, zero in (("distance_sample", "the exact estimate"), ("distance_growth_steps", "no limit")):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise bad(name, value, f"an integer >= 0 (0: {zero})")
         for name in ("eta_max", "tau_max", "init_lam", "eps", "base_step", "eta_range"):
             value = getattr(self, name)
             if not (_is_real(value) and math.isfinite(value) and value > 0):
