@@ -473,10 +473,10 @@ class DistanceState(NamedTuple):
     numerator: Array
 
 
-def _check_sample_size(sample_size: Any, where: str) -> None:
-    if not isinstance(sample_size, int) or isinstance(sample_size, bool) or sample_size < 0:
-        raise ValueError(f"{where}: sample_size must be an integer >= 0 (0: the exact estimate), "
-                         f"got {sample_size!r}.")
+def _check_count(value: Any, name: str, zero: str, where: str) -> None:
+    """``value`` is an integer >= 0 (``zero`` says what 0 means), else a ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{where}: {name} must be an integer >= 0 (0: {zero}), got {value!r}.")
 
 
 def init_distance_state(params: Any, sample_size: int = 0) -> DistanceState:
@@ -486,7 +486,7 @@ def init_distance_state(params: Any, sample_size: int = 0) -> DistanceState:
     (the exact estimate); ``n > 0`` keeps at most ``n`` elements of each
     tensor (see :func:`distance_direction`).
     """
-    _check_sample_size(sample_size, "init_distance_state")
+    _check_count(sample_size, "sample_size", "the exact estimate", "init_distance_state")
     dtype = compute_dtype(jnp.result_type(*jax.tree.leaves(params)))
     if sample_size:
         params0 = jax.tree.map(lambda p: jnp.copy(_distance_sample(p, sample_size)), params)
@@ -592,7 +592,8 @@ def distance_direction(
     t = count.astype(dtype)
     d = jax.lax.stop_gradient(dist.d)
     base = d * jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
-    _check_sample_size(sample_size, "distance_direction")
+    _check_count(sample_size, "sample_size", "the exact estimate", "distance_direction")
+    _check_count(growth_steps, "growth_steps", "no limit", "distance_direction")
     _check_distance_state(dist, params, sample_size)
     if sample_size:  # each tensor's subsample, and the factor N / k of its sampled sums
         pick = lambda x: _distance_sample(x, sample_size)  # noqa: E731

@@ -9,6 +9,7 @@ import pytest
 
 import mapa_jax as mj
 from mapa_jax import features
+from mapa_jax.proximal_update import distance_direction, init_distance_state
 
 SMALL = dict(lstm_hidden=16, gnn_hidden=8, gnn_rounds=2, window=4)
 REL = dict(parameterization="relative", **SMALL)
@@ -349,3 +350,11 @@ def test_distance_growth_steps_holds_d_after_them_and_changes_nothing_before():
 def test_distance_growth_steps_must_be_a_nonnegative_integer(bad):
     with pytest.raises(ValueError, match=r"MetaLearnerConfig.distance_growth_steps must be an integer >= 0"):
         mj.MetaLearnerConfig(direction="adam", parameterization="distance", distance_growth_steps=bad)
+
+
+def test_distance_direction_names_a_bad_growth_steps():
+    params = {"w": jnp.ones(3)}
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    with pytest.raises(ValueError, match=r"distance_direction: growth_steps must be an integer >= 0 \(0: no limit\)"):
+        distance_direction(params, params, zeros, zeros, init_distance_state(params), jnp.asarray(1),
+                           b1=0.9, b2=0.999, eps=1e-8, growth_steps=-1)
