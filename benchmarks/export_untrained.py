@@ -7,8 +7,9 @@ meta-params drawn with ``jax.random.key(0)``, nothing trained:
   ``base_step`` = 1% of each tensor's RMS, times a learned factor);
 * ``untrained_distance``: ``parameterization="distance"`` (Prodigy's distance
   estimate times a learned factor, and the Huber prox);
-* ``untrained_distance_g250``: the same weights with ``distance_growth_steps=250``
-  (``d`` held after step 250: the same learner up to step 250).
+* ``untrained_distance_g100`` and ``untrained_distance_g250``: the same weights
+  with ``distance_growth_steps`` 100 and 250 (``d`` held after that step: the
+  same learner up to it).
 
     python benchmarks/export_untrained.py DIR
     mapa evaluate --pretrained untrained_distance --pretrained-dir DIR \\
@@ -31,7 +32,7 @@ from mapa_jax import pretrained
 from mapa_jax.meta.config import PRESETS
 
 PARAMETERIZATIONS = ("relative", "distance")
-GROWTH_STEPS = 250
+GROWTH_STEPS = (100, 250)
 
 
 def main(argv: list[str]) -> int:
@@ -44,10 +45,10 @@ def main(argv: list[str]) -> int:
         info = {"note": f"untrained {name} learner: the default preset's meta-learner at initialization"}
         for path in pretrained.export(meta_params, config, info, f"untrained_{name}", argv[0]):
             print(path)
-        if name == "distance":
-            held = dataclasses.replace(config, distance_growth_steps=GROWTH_STEPS)
-            info = {"note": f"{info['note']}, d held after step {GROWTH_STEPS}"}
-            for path in pretrained.export(meta_params, held, info, f"untrained_distance_g{GROWTH_STEPS}", argv[0]):
+        for steps in GROWTH_STEPS if name == "distance" else ():
+            held = dataclasses.replace(config, distance_growth_steps=steps)
+            held_info = {"note": f"{info['note']}, d held after step {steps}"}
+            for path in pretrained.export(meta_params, held, held_info, f"untrained_distance_g{steps}", argv[0]):
                 print(path)
     return 0
 

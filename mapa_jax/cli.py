@@ -37,8 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     mt = sub.add_parser("meta-train", help="meta-train a MAPA meta-learner")
     mt.add_argument("--preset", default="default", help="smoke (about a minute), default (the shipped one), distance (the default on Prodigy's "
-                         "distance estimate) or distance_wide (distance on meta_train_wide, T up to 400, "
-                         "augmented)")
+                         "distance estimate), distance_wide (distance on meta_train_wide, T up to 400, "
+                         "augmented) or distance_held (distance_wide with d held after step 100 and the "
+                         "learned factor only after it)")
     mt.add_argument("--checkpoint-dir", required=True, help="directory for checkpoints, metrics.jsonl and the plot")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the directory")

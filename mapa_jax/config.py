@@ -87,6 +87,14 @@ class MetaLearnerConfig:
         keep growing after the model has converged (on a policy-gradient task,
         whose optimum is at infinite weights, or with the prox; README,
         Benchmarks), and the step grows with it until training collapses.
+      distance_factor_after_growth: ``"distance"`` with ``distance_growth_steps
+        = N > 0``: the learned factor on eta acts only after step ``N``; during
+        the first ``N`` steps eta is the base step ``d c`` (Prodigy's, factor
+        1) while ``d`` grows, and after them ``d`` is held and eta is ``d c``
+        times the learned factor. False (the default): the factor acts from
+        the first step, and a factor below 1 also slows ``d``'s growth (the
+        estimate grows only as fast as the iterates move), which compounds.
+        ``lam`` and ``tau`` are learned from the first step either way.
       eta_max: ``"paper"``: upper bound of the step size, ``eta = sigmoid(.) *
         eta_max`` (paper: 0.01). Unused by ``"relative"`` and ``"distance"``.
       tau_max: upper bound of the threshold, ``tau = sigmoid(.) * tau_max``
@@ -128,6 +136,7 @@ class MetaLearnerConfig:
     parameterization: str = "paper"
     distance_sample: int = 0
     distance_growth_steps: int = 0
+    distance_factor_after_growth: bool = False
     eta_max: float = 0.01
     tau_max: float = 0.1
     base_step: float = 1e-2
@@ -175,9 +184,16 @@ class MetaLearnerConfig:
             value = getattr(self, name)
             if not (_is_real(value) and 0 <= value < 1):
                 raise bad(name, value, "in [0, 1)")
-        for name in ("use_architecture", "film_heads", "horizon_aware"):
+        for name in ("use_architecture", "film_heads", "horizon_aware", "distance_factor_after_growth"):
             if not isinstance(getattr(self, name), bool):
                 raise bad(name, getattr(self, name), "a bool")
+        if self.distance_factor_after_growth and not (self.parameterization == "distance"
+                                                      and self.distance_growth_steps > 0):
+            raise ValueError(
+                "MetaLearnerConfig.distance_factor_after_growth=True needs parameterization=\"distance\" and "
+                f"distance_growth_steps > 0 (the step after which the factor acts), got parameterization="
+                f"{self.parameterization!r}, distance_growth_steps={self.distance_growth_steps!r}."
+            )
         if self.film_heads and not self.use_architecture:
             raise ValueError("MetaLearnerConfig.film_heads=True needs use_architecture=True (it shifts the "
                              "heads by the architecture conditioning).")

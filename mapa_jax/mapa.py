@@ -478,6 +478,8 @@ def mapa(
         lstm, raw = model.apply(meta_params, state.lstm, feats, *state.film, method="step")
         if relative:
             eta, lam, tau = networks.heads_to_params(raw, config, eta_base, scale)
+            if config.distance_factor_after_growth:  # the base step while d may grow, then the factor on it
+                eta = jnp.where(state.count + 1 > config.distance_growth_steps, eta, eta_base)
         else:
             eta, lam, tau = networks.heads_to_params(raw, config)
 

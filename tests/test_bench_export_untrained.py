@@ -17,7 +17,7 @@ def test_export_untrained_writes_learners_that_load_and_start_at_the_base_step(t
     spec = importlib.util.spec_from_file_location("export_untrained", ROOT / "benchmarks" / "export_untrained.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.main([str(tmp_path)]) == 0 and len(capsys.readouterr().out.split()) == 6
+    assert mod.main([str(tmp_path)]) == 0 and len(capsys.readouterr().out.split()) == 8
     assert mod.main([]) == 2
     params = {"w": jnp.full((4, 3), 0.5), "b": jnp.zeros(3)}
     for name in mod.PARAMETERIZATIONS:
@@ -27,6 +27,7 @@ def test_export_untrained_writes_learners_that_load_and_start_at_the_base_step(t
         # the heads' kernel starts near zero: the factor on the base step is near 1
         base = 1e-6 * np.sqrt(1 - config.b2) / (1 - config.b1) if name == "distance" else config.base_step * 0.5
         assert abs(eta / base - 1) < 0.1, (name, eta, base)
-    held_meta, held = mj.load_pretrained("untrained_distance_g250", directory=str(tmp_path))
-    assert held == dataclasses.replace(config, distance_growth_steps=250)
-    jax.tree.map(np.testing.assert_array_equal, held_meta, meta)  # the same weights
+    for steps in mod.GROWTH_STEPS:
+        held_meta, held = mj.load_pretrained(f"untrained_distance_g{steps}", directory=str(tmp_path))
+        assert held == dataclasses.replace(config, distance_growth_steps=steps)
+        jax.tree.map(np.testing.assert_array_equal, held_meta, meta)  # the same weights

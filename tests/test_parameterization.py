@@ -358,3 +358,47 @@ def test_distance_direction_names_a_bad_growth_steps():
     with pytest.raises(ValueError, match=r"distance_direction: growth_steps must be an integer >= 0 \(0: no limit\)"):
         distance_direction(params, params, zeros, zeros, init_distance_state(params), jnp.asarray(1),
                            b1=0.9, b2=0.999, eps=1e-8, growth_steps=-1)
+
+
+# ------------------------------------------- distance_factor_after_growth: the learned factor after d is held
+
+
+def _eta_head_biased(meta_params, bias):
+    """The heads' kernel at zero and the eta head's bias at ``bias``: a factor exp(eta_range tanh(bias))."""
+    heads = _heads_at_init(meta_params)["params"]["heads"]
+    heads = dict(heads, bias=heads["bias"].at[0].set(bias))
+    return {"params": {**meta_params["params"], "heads": heads}}
+
+
+def test_distance_factor_after_growth_leaves_the_first_steps_at_the_base_step():
+    params, loss = _problem()
+    cfg = mj.MetaLearnerConfig(direction="adam", distance_growth_steps=3, distance_factor_after_growth=True, **DIST)
+    meta = mj.init_meta_params(jax.random.key(5), cfg)
+    runs = []
+    for bias in (0.0, 1.0):  # factor 1, and exp(eta_range * tanh(1)) = 5.8
+        tx = mj.mapa(_eta_head_biased(meta, bias), cfg)
+        step = jax.jit(lambda p, s, tx=tx: tx.update(jax.grad(loss)(p), s, p))
+        p, s, ps, etas = params, tx.init(params), [], []
+        for _ in range(5):
+            u, s = step(p, s)
+            p = optax.apply_updates(p, u)
+            ps.append(p)
+            etas.append(float(mj.proximal_parameters(s)["eta"]["w1"]))
+        runs.append((ps, np.array(etas)))
+    (unit_p, unit_eta), (big_p, big_eta) = runs
+    for t in range(3):  # steps 1-3: the same step, bit for bit, whatever the factor
+        jax.tree.map(np.testing.assert_array_equal, big_p[t], unit_p[t])
+    factor = np.exp(cfg.eta_range * np.tanh(1.0))
+    np.testing.assert_allclose(big_eta[3:] / unit_eta[3:], factor, rtol=1e-5)  # steps 4-5: d held, times the factor
+    assert not np.allclose(np.asarray(big_p[4]["w1"]), np.asarray(unit_p[4]["w1"]))
+
+
+@pytest.mark.parametrize("kw", [dict(parameterization="distance"), dict(parameterization="relative",
+                                                                       distance_growth_steps=5)])
+def test_distance_factor_after_growth_needs_the_distance_parameterization_and_growth_steps(kw):
+    with pytest.raises(ValueError, match=r"distance_factor_after_growth=True needs parameterization=\"distance\" "
+                                         r"and distance_growth_steps > 0"):
+        mj.MetaLearnerConfig(direction="adam", distance_factor_after_growth=True, **kw)
+    with pytest.raises(ValueError, match=r"MetaLearnerConfig.distance_factor_after_growth must be a bool"):
+        mj.MetaLearnerConfig(direction="adam", parameterization="distance", distance_growth_steps=5,
+                             distance_factor_after_growth=1)

@@ -289,8 +289,19 @@ PRESETS["distance_wide"] = dataclasses.replace(
 )
 
 
+# distance_wide with d held after step 100 and the learned factor acting only
+# after it (MetaLearnerConfig.distance_factor_after_growth): the first 100 steps
+# are Prodigy's, so a factor below 1 cannot slow the estimate's growth.
+PRESETS["distance_held"] = dataclasses.replace(
+    PRESETS["distance_wide"],
+    meta_learner=dataclasses.replace(PRESETS["distance_wide"].meta_learner, distance_growth_steps=100,
+                                     distance_factor_after_growth=True),
+)
+
+
 def preset(name: str, **overrides: Any) -> MetaTrainConfig:
-    """A named configuration (``"smoke"``, ``"default"``, ``"distance"``, ``"distance_wide"``), with field overrides.
+    """A named configuration (``"smoke"``, ``"default"``, ``"distance"``, ``"distance_wide"``,
+    ``"distance_held"``), with field overrides.
 
     Raises:
       ValueError: an unknown preset or override field, or a bad value (the
