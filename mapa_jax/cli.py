@@ -1,9 +1,10 @@
 """The ``mapa`` command line.
 
     mapa demo [--out demo.png] [--steps N] [--no-progress]
-    mapa meta-train --preset {smoke,default} --checkpoint-dir DIR [--seed N] [--resume] [--devices N]
+    mapa meta-train --preset {smoke,default,distance,distance_wide,distance_held} --checkpoint-dir DIR
+                    [--seed N] [--resume] [--devices N]
     mapa evaluate [--checkpoint-dir DIR | --pretrained NAME] [--families meta_train,meta_test]
-                  [--seeds N] [--first-seed S] [--steps T | --long-horizon] [--quick] [--json]
+                  [--seeds N] [--first-seed S] [--steps T | --long-horizon] [--quick] [--sharpness] [--json]
 
 ``mapa demo`` trains a small Flax CNN on scikit-learn's digits with the
 shipped MAPA, ``optax.adam(1e-3)`` and ``optax.contrib.prodigy()``, prints a
@@ -77,6 +78,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="T = 5x the default preset's inner_steps (the long-horizon setting)")
     parser.add_argument("--quick", action="store_true",
                         help="1 seed, the 2 smallest tasks per family, T = 50 (a few minutes)")
+    parser.add_argument("--sharpness", action="store_true",
+                        help="also measure each run's PGA sharpness at radii 0.001, 0.005, 0.05, 0.1 "
+                             "(about 80 more gradient evaluations per run)")
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -228,7 +232,8 @@ def evaluate(args: argparse.Namespace, prog: str = "mapa evaluate") -> int:
     rep = evaluation.report(meta_params, config, families, list(range(args.first_seed, args.first_seed + n_seeds)),
                             steps, tasks_per_family=quick["tasks_per_family"] if args.quick else None,
                             source=source, progress=not args.no_progress and not args.json,
-                            random_meta_params=run_initialization(source, config), baselines=baselines)
+                            random_meta_params=run_initialization(source, config), baselines=baselines,
+                            sharpness_radii=evaluation.RADII if args.sharpness else ())
     rep["quick"] = bool(args.quick)
     if not args.json:
         print(evaluation.markdown_report(rep))

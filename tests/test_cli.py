@@ -127,14 +127,17 @@ def test_cli_first_seed_evaluates_later_seeds_and_rejects_negative_ones(tmp_path
     pretrained.export(_trained_like(), CONFIG, {"note": "test"}, "tiny", str(tmp_path))
     argv = ["evaluate", "--pretrained", "tiny", "--pretrained-dir", str(tmp_path), "--families", "smoke", "--quick",
             "--steps", str(T), "--no-progress", "--json"]
-    rc, out, err = _main(cli.main, [*argv, "--seeds", "2", "--first-seed", "3", "--baselines", "adam,prodigy"])
+    rc, out, err = _main(cli.main, [*argv, "--seeds", "2", "--first-seed", "3", "--baselines", "adam,prodigy",
+                                    "--sharpness"])
     assert rc == 0, err
     rep = json.loads(out)
     assert rep["seeds"] == [3, 4]
     assert rep["families"]["smoke"]["config"]["methods"] == ["mapa", "adam", "prodigy"]
+    assert rep["families"]["smoke"]["config"]["sharpness_radii"] == list(evaluation.RADII)
     for entry in rep["families"]["smoke"]["tasks"].values():
         for method in entry["methods"].values():
             assert [r["seed"] for r in method["per_seed"]] == [3, 4]
+            assert list(method["sharpness"]) == [str(r) for r in evaluation.RADII]  # JSON keys
     rc, out, err = _main(cli.main, [*argv, "--first-seed", "-1"])
     assert rc == 2 and out == "" and "--first-seed must be >= 0, got -1" in err
     rc, out, err = _main(cli.main, [*argv, "--baselines", "adam,nope"])

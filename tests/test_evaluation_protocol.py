@@ -101,3 +101,22 @@ def test_the_old_import_path_warns_and_names_the_new_one():
         old.run  # noqa: B018 (removed: the second runner)
     with pytest.raises(AttributeError, match="mapa_jax.cli.evaluate"):
         old.main  # noqa: B018
+
+
+def test_compare_with_sharpness_radii_adds_pga_sharpness_and_trains_as_without(eval_result):
+    result, tiny, meta, config = eval_result
+    radii = (0.01, 1.0)
+    sharp = evaluation.compare(meta, config, [tiny], SEEDS, T, baselines=("pgd",),
+                               grid={"pgd": {"learning_rate": (1e-1,), "l1": (1e-5,)}}, sharpness_radii=radii)
+    assert sharp["config"]["sharpness_radii"] == list(radii) and result["config"]["sharpness_radii"] == []
+    for name in ("mapa", "pgd"):  # pgd: the point the plain run chose
+        s, plain = sharp["tasks"][tiny.name]["methods"][name], result["tasks"][tiny.name]["methods"][name]
+        assert [r["test_loss"] for r in s["per_seed"]] == [r["test_loss"] for r in plain["per_seed"]], name
+        assert "sharpness" not in plain and set(s["sharpness"]) == set(radii)
+        for r in s["per_seed"]:  # a convex quadratic: the loss rises more within the larger ball
+            assert 0 < r["sharpness"][0.01] < r["sharpness"][1.0], (name, r)
+        assert s["sharpness"][1.0]["mean"] == pytest.approx(np.mean([r["sharpness"][1.0] for r in s["per_seed"]]))
+    text = evaluation.markdown_report({"families": {"smoke": sharp}})
+    assert "PGA sharpness" in text and "| r = 0.01 | r = 1 |" in text
+    with pytest.raises(ValueError, match=r"compare: sharpness_radii: radius must be a finite number > 0, got -1"):
+        evaluation.compare(meta, config, [tiny], SEEDS, T, baselines=(), sharpness_radii=(-1,))

@@ -10,6 +10,8 @@
   (:func:`compare`, :func:`select_best`) and :func:`report` over task families;
 * :mod:`~mapa_jax.evaluation.stats`: numbers across tasks (:func:`mean_ranks`,
   :func:`wins`, :func:`paired`, :func:`performance`, :func:`transfer_score`);
+* :mod:`~mapa_jax.evaluation.sharpness`: :func:`pga_sharpness`, the loss's
+  largest increase within an L2 ball (:data:`RADII`), by projected gradient ascent;
 * :mod:`~mapa_jax.evaluation.markdown`: markdown tables (:func:`markdown_report`)
   and plain JSON.
 
@@ -38,6 +40,7 @@ from mapa_jax.evaluation.protocol import (
     select_best,
 )
 from mapa_jax.evaluation.markdown import jsonable, markdown_report
+from mapa_jax.evaluation.sharpness import RADII, pga_sharpness
 from mapa_jax.evaluation.runner import EVAL_SEED_OFFSET, SPARSITY_THRESHOLD, run_seeds
 from mapa_jax.evaluation.stats import (
     TRANSFER_DEFINITION,
@@ -55,5 +58,5 @@ __all__ = [
     "register_baseline", "get_baseline", "baseline_names",
     "MapaFactory", "compare", "select_best", "report", "QUICK", "LONG_HORIZON_FACTOR", "default_steps",
     "mean_ranks", "wins", "paired", "performance", "TRANSFER_DEFINITION", "transfer_score", "aggregate",
-    "markdown_report", "jsonable",
+    "markdown_report", "jsonable", "RADII", "pga_sharpness",
 ]

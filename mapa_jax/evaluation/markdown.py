@@ -73,6 +73,15 @@ def markdown_report(rep: Mapping[str, Any]) -> str:
                 f"| {m} | {agg['mean_rank'][m]:.2f} | {record} "
                 f"| {f'{np.mean(steps95):.3g}' if steps95 else 'not reached'} "
                 f"| {_fmt(float(np.nanmean(sparsity)) if sparsity else None, 3)} | {finite:.0%} |")
+        radii = res["config"].get("sharpness_radii") or []
+        if radii:
+            lines += ["", "PGA sharpness of the final point: the loss's largest increase found within an L2 ball "
+                          "of radius r (one training minibatch; mean over tasks and seeds):", "",
+                      "| method | " + " | ".join(f"r = {r:g}" for r in radii) + " |",
+                      "| --- | " + " | ".join("---" for _ in radii) + " |"]
+            for m in methods:
+                means = [[e["methods"][m]["sharpness"][r]["mean"] for e in res["tasks"].values()] for r in radii]
+                lines.append(f"| {m} | " + " | ".join(_fmt(float(np.mean(v)), 3) for v in means) + " |")
         if agg.get("paired"):
             lines += ["", "Is the difference larger than the noise? Per-seed pairs (same initialization and "
                           "minibatches) with an exact sign test, and the geometric mean over tasks of "

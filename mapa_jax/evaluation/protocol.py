@@ -31,6 +31,7 @@ from mapa_jax.evaluation.baselines import (
     get_baseline,
 )
 from mapa_jax.evaluation.runner import EVAL_SEED_OFFSET, SPARSITY_THRESHOLD, run_seeds
+from mapa_jax.evaluation.sharpness import check_radius
 from mapa_jax.evaluation.stats import _finite_or, aggregate, transfer_score
 from mapa_jax.mapa import init_meta_params, mapa
 from mapa_jax.tasks.base import Task
@@ -107,10 +108,14 @@ def _summary(runs: Sequence[Mapping[str, Any]], metric: Optional[str]) -> dict[s
             {"seed": r["seed"], "test_loss": r["metrics"]["test"]["loss"],
              "validation_loss": r["metrics"]["validation"]["loss"],
              "test_metric": r["metrics"]["test"].get(metric) if metric else None,
-             "steps_to_95": r["steps_to_95"], "sparsity": r["sparsity"], "finite": r["finite"]}
+             "steps_to_95": r["steps_to_95"], "sparsity": r["sparsity"], "finite": r["finite"],
+             **({"sharpness": r["sharpness"]} if "sharpness" in r else {})}
             for r in runs
         ],
     }
+    if "sharpness" in runs[0]:
+        out["sharpness"] = {radius: _stats([r["sharpness"][radius] for r in runs], math.nan)
+                            for radius in runs[0]["sharpness"]}
     return out
 
 
@@ -126,6 +131,7 @@ def compare(
     random_meta_params: Any = None,
     reference: str = TRANSFER_REFERENCE,
     progress: bool = False,
+    sharpness_radii: Sequence[float] = (),
 ) -> dict[str, Any]:
     """MAPA against baselines on held-out seeds: the paper's comparison protocol.
 
@@ -154,6 +160,9 @@ def compare(
       random_meta_params: the random initialization to compare with.
       reference: the baseline of :func:`mapa_jax.evaluation.performance` in the aggregates.
       progress: a tqdm progress bar (one tick per method and grid point).
+      sharpness_radii: radii at which every run's final point also gets its
+        PGA sharpness (:func:`run_seeds`; e.g.
+        :data:`~mapa_jax.evaluation.sharpness.RADII`); empty: none.
 
     Returns:
       ``{"config": ..., "tasks": {name: {"kind", "num_params", "metric",
@@ -164,7 +173,8 @@ def compare(
       (mean/std over the seeds that reached it, and how many did),
       ``sparsity`` (fraction of weight-tensor entries with ``|w| < 1e-6``),
       ``finite_fraction`` (seeds whose loss curve stayed finite), the
-      per-seed values, ``wall_s`` (compile and run) and, for tuned
+      per-seed values, ``sharpness`` (with ``sharpness_radii``: per radius,
+      mean/std over seeds), ``wall_s`` (compile and run) and, for tuned
       baselines, ``hparams`` (the chosen point) and ``grid`` (every point's
       mean validation and test loss). Means count a non-finite loss as inf.
     """
@@ -190,6 +200,8 @@ def compare(
                 f"compare: grid[{name!r}] must give non-empty values for exactly {sorted(names)}, got {dict(g)}."
             )
         grids[name] = {k: tuple(float(x) for x in g[k]) for k in names}
+    for r in sharpness_radii:
+        check_radius(r, "compare: sharpness_radii")
     if MAPA_RANDOM_INIT in baselines and random_meta_params is None:
         random_meta_params = init_meta_params(jax.random.key(0), config)
 
@@ -214,7 +226,7 @@ def compare(
             mapa_runs.append((MAPA_RANDOM_INIT, random_meta_params))
         for name, mp in mapa_runs:
             t0 = time.perf_counter()
-            runs = run_seeds(MapaFactory(config), task, seeds, steps, hparams=mp)
+            runs = run_seeds(MapaFactory(config), task, seeds, steps, hparams=mp, sharpness_radii=sharpness_radii)
             metric = metric or _metric_name(runs)
             methods[name] = {**_summary(runs, metric), "hparams": None,
                              "wall_s": round(time.perf_counter() - t0, 3)}
@@ -226,7 +238,7 @@ def compare(
             for hp in points:
                 candidates.append(run_seeds(entry.make, task, seeds, steps,
                                             hparams={k: np.float32(v) for k, v in hp.items()},
-                                            eval_params=entry.eval_params))
+                                            eval_params=entry.eval_params, sharpness_radii=sharpness_radii))
                 tick(f"{task.name} {name}")
             best = select_best(candidates)
             methods[name] = {
@@ -245,7 +257,8 @@ def compare(
     result = {
         "config": {"steps": steps, "seeds": seeds, "eval_seed_offset": EVAL_SEED_OFFSET,
                    "methods": ["mapa", *baselines], "grids": grids, "selection": "validation loss",
-                   "meta_learner": config.to_dict(), "sparsity_threshold": SPARSITY_THRESHOLD},
+                   "meta_learner": config.to_dict(), "sparsity_threshold": SPARSITY_THRESHOLD,
+                   "sharpness_radii": [float(r) for r in sharpness_radii]},
         "tasks": out_tasks,
     }
     result["aggregates"] = aggregate(result, reference=reference if reference in baselines else None)

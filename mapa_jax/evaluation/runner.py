@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mapa_jax.evaluation.sharpness import pga_sharpness
 from mapa_jax.tasks.base import SPLITS, Task
 
 __all__ = ["EVAL_SEED_OFFSET", "SPARSITY_THRESHOLD", "run_seeds"]
@@ -32,6 +33,10 @@ EVAL_SEED_OFFSET = 1_000_003
 
 #: A weight counts as zero for the sparsity ratio when ``|w| <`` this (paper Section V).
 SPARSITY_THRESHOLD = 1e-6
+
+# The sharpness batch's key: fold_in(the run's minibatch key, this), a stream
+# of its own, so that it is the same batch for every optimizer on a seed.
+_SHARPNESS_STREAM = 0x5A
 
 
 def _train(tx: optax.GradientTransformation, task: Task, k_init: jax.Array, k_run: jax.Array,
@@ -71,10 +76,10 @@ class _Fixed:
 
 @functools.lru_cache(maxsize=32)  # one task needs about 10 programs (MAPA, each baseline); old ones are freed
 def _seeds_runner(make_tx: Callable[[Task, Any], optax.GradientTransformation], task: Task, steps: int,
-                  eval_params: Optional[Callable[[Any, Any], Any]]) -> Callable:
+                  eval_params: Optional[Callable[[Any, Any], Any]], sharpness_radii: tuple[float, ...]) -> Callable:
     """``jit(vmap over seeds)`` of one trajectory; ``hparams`` is a traced (shared) argument.
 
-    Cached on ``(make_tx, task, steps, eval_params)``: every value of the
+    Cached on ``(make_tx, task, steps, eval_params, sharpness_radii)``: every value of the
     hyperparameters and every set of seeds of one size reuses one compiled program.
     """
 
@@ -87,7 +92,11 @@ def _seeds_runner(make_tx: Callable[[Task, Any], optax.GradientTransformation], 
         metrics = {split: dict(task.evaluate(params, split)) for split in SPLITS}
         weights = [p for p in jax.tree.leaves(params) if jnp.ndim(p) >= 2]
         zeros = sum((jnp.sum(jnp.abs(w) < SPARSITY_THRESHOLD) for w in weights), jnp.int32(0))
-        return losses, metrics, zeros
+        sharp = jnp.zeros(0)
+        if sharpness_radii:
+            batch = task.sample(jax.random.fold_in(k_run, _SHARPNESS_STREAM))
+            sharp = jnp.stack([pga_sharpness(lambda p: task.loss(p, batch), params, r) for r in sharpness_radii])
+        return losses, metrics, zeros, sharp
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
@@ -100,6 +109,7 @@ def run_seeds(
     hparams: Any = None,
     *,
     eval_params: Optional[Callable[[Any, Any], Any]] = None,
+    sharpness_radii: Sequence[float] = (),
 ) -> list[dict[str, Any]]:
     """Trains ``task`` for ``steps`` steps from the initialization of each seed, in one ``jit(vmap)``.
 
@@ -119,6 +129,10 @@ def run_seeds(
         ``optax.contrib.schedule_free_eval_params``, the averaged iterate of
         schedule-free methods); None: the params themselves. The loss curve
         is always that of the training iterate.
+      sharpness_radii: radii ``r`` at which to measure the sharpness of that
+        final point, :func:`~mapa_jax.evaluation.sharpness.pga_sharpness` of
+        the task's loss on one training minibatch (the same for every
+        optimizer on a seed); empty (the default): none.
 
     Returns:
       One record per seed, in the order of ``seeds``: ``task`` (its name),
@@ -128,13 +142,16 @@ def run_seeds(
       ndim >= 2, with ``|w| <`` :data:`SPARSITY_THRESHOLD`), ``finite``
       (whether the loss curve stayed finite) and ``steps_to_95`` (the first
       step at which the 10-step moving mean of the loss has made 95% of its
-      final reduction; None if never, or if the curve is not finite).
+      final reduction; None if never, or if the curve is not finite) and,
+      with ``sharpness_radii``, ``sharpness`` (``{r: loss increase}``).
     """
     if not seeds:
         raise ValueError("run_seeds: seeds is empty.")
     factory = _Fixed(make_tx) if hparams is None else make_tx
     offsets = np.asarray([EVAL_SEED_OFFSET + int(s) for s in seeds], np.int32)
-    losses, metrics, zeros = jax.device_get(_seeds_runner(factory, task, int(steps), eval_params)(hparams, offsets))
+    radii = tuple(float(r) for r in sharpness_radii)
+    runner = _seeds_runner(factory, task, int(steps), eval_params, radii)
+    losses, metrics, zeros, sharp = jax.device_get(runner(hparams, offsets))
     total = sum(
         int(np.prod(p.shape)) for p in jax.tree.leaves(jax.eval_shape(task.init, jax.random.key(0))) if len(p.shape) >= 2
     )
@@ -150,5 +167,6 @@ def run_seeds(
             "sparsity": float(zeros[i]) / total if total else 0.0,
             "finite": finite,
             "steps_to_95": _steps_to_95(curve) if finite else None,
+            **({"sharpness": {r: float(sharp[i, j]) for j, r in enumerate(radii)}} if radii else {}),
         })
     return out
