@@ -8,6 +8,7 @@ import pytest
 
 from mapa_jax.evaluation import RADII, pga_sharpness
 
+
 @pytest.fixture(autouse=True)
 def _float64():
     with jax.enable_x64(True):
