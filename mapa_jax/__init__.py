@@ -36,6 +36,7 @@ _LAZY = {
     "meta_train": ("mapa_jax.meta.train", "meta_train"),
     "MetaTrainConfig": ("mapa_jax.meta.train", "MetaTrainConfig"),
     "load_meta_params": ("mapa_jax.meta.checkpoint", "load_meta_params"),
+    "adapt": ("mapa_jax.meta.adapt", "adapt"),
 }
 
 
@@ -61,6 +62,7 @@ __all__ = [
     "meta_train",
     "MetaTrainConfig",
     "load_meta_params",
+    "adapt",
     "proximal_gradient",
     "prox_adam",
     "prox_rmsprop",
