@@ -141,11 +141,10 @@ def adapt(
             updates, opt_state = update(out.meta_grad, opt_state, mp)
             mp = optax.apply_updates(mp, updates)
             inner = out.inner
-        else:  # skipped: the trajectory that produced it is not continued
+        else:
             skipped += 1
-            inner = init(mp, k_init)
-            continue
-        if trajectory_steps is not None and int(np.max(inner.step)) >= trajectory_steps:
+        # a skipped step's trajectory is not continued; a finished one restarts
+        if not finite or (trajectory_steps is not None and int(inner.step) >= trajectory_steps):
             inner = init(mp, k_init)
     if skipped:
         warnings.warn(f"adapt: {skipped} of {steps} meta-steps on {task.name} had a non-finite meta-loss or "
