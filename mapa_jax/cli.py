@@ -1,7 +1,7 @@
 """The ``mapa`` command line.
 
     mapa demo [--out demo.png] [--steps N] [--no-progress]
-    mapa meta-train --preset {smoke,default,distance,distance_wide,distance_held} --checkpoint-dir DIR
+    mapa meta-train --preset {smoke,default,distance,distance_wide,distance_held,distance_horizon} --checkpoint-dir DIR
                     [--seed N] [--resume] [--devices N]
     mapa evaluate [--checkpoint-dir DIR | --pretrained NAME] [--families meta_train,meta_test]
                   [--seeds N] [--first-seed S] [--steps T | --long-horizon] [--quick] [--sharpness] [--json]
@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     mt.add_argument("--preset", default="default", help="smoke (about a minute), default (the shipped one), distance (the default on Prodigy's "
                          "distance estimate), distance_wide (distance on meta_train_wide, T up to 400, "
                          "augmented) or distance_held (distance_wide with d held after step 100 and the "
-                         "learned factor only after it)")
+                         "learned factor only after it) or distance_horizon (distance_held told each "
+                         "trajectory's length, mapa(total_steps=T))")
     mt.add_argument("--checkpoint-dir", required=True, help="directory for checkpoints, metrics.jsonl and the plot")
     mt.add_argument("--seed", type=int, default=0)
     mt.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in the directory")

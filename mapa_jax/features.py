@@ -213,6 +213,7 @@ def trajectory_features(
     tau_max: float | Array,
     horizon_aware: bool = False,
     progress: Array | None = None,
+    has_horizon: Array | None = None,
 ) -> tuple[Array, Array, Array]:
     """Features for the LSTM, and the updated rings.
 
@@ -233,6 +234,8 @@ def trajectory_features(
       progress: with ``horizon_aware``, the fraction of training done
         (:func:`progress`), or None when the length is
         not known (both horizon features are then 0).
+      has_horizon: with ``progress``, the ``has_horizon`` feature (a bool or
+        0/1 scalar; default 1); the caller zeroes ``progress`` where it is 0.
 
     Returns:
       ``(features (n, num_features(horizon_aware)), history with this step's row pushed
@@ -288,7 +291,8 @@ def trajectory_features(
         if progress is None:
             horizon = [jnp.zeros(()), jnp.zeros(())]
         else:
-            horizon = [jnp.ones(()), jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)]
+            known = jnp.ones(()) if has_horizon is None else jnp.asarray(has_horizon, jnp.float32)
+            horizon = [known, jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)]
     broadcast = [jnp.broadcast_to(f, (n,)) for f in loss_feats + common]
     statics = [prox_mask.astype(jnp.float32), jnp.log1p(sizes) / 15.0]
     statics += [jnp.broadcast_to(f, (n,)) for f in horizon]

@@ -325,7 +325,11 @@ def mapa(
         step; a run longer than ``total_steps`` keeps going with the fraction
         at 1). None: both horizon features are 0 (the learner sees only
         horizon-free features). A learner without ``horizon_aware`` has no
-        such features, and giving it ``total_steps`` is an error.
+        such features, and giving it ``total_steps`` is an error. An integer
+        0-d ``jax.Array`` (traced or not) is accepted too, so that one
+        compiled program serves trajectories of different lengths (as
+        meta-training runs them); a value <= 0 there means "not known" (both
+        horizon features 0), as with None.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``. ``update(grads, state,
@@ -356,7 +360,11 @@ def mapa(
         raise TypeError(f"mapa: skip_nonfinite must be True or False, got {type(skip_nonfinite).__name__} "
                         f"{skip_nonfinite!r}.")
     if total_steps is not None:
-        if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
+        if isinstance(total_steps, jax.Array):  # meta-training's per-trajectory T (may be traced)
+            if total_steps.shape != () or not jnp.issubdtype(total_steps.dtype, jnp.integer):
+                raise ValueError(f"mapa: total_steps as an array must be an integer scalar, got shape "
+                                 f"{total_steps.shape} dtype {total_steps.dtype}.")
+        elif isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) or total_steps < 1:
             raise ValueError(f"mapa: total_steps must be a positive integer or None, got {total_steps!r}.")
         if not config.horizon_aware:
             raise ValueError(
@@ -457,7 +465,10 @@ def mapa(
             eta_bound, tau_bound = eta_base * np.exp(config.eta_range), config.tau_max * scale
         else:
             eta_bound, tau_bound = config.eta_max, config.tau_max
-        progress = None if total_steps is None else features.progress(state.count, total_steps)
+        progress = has_horizon = None
+        if total_steps is not None:
+            has_horizon = jnp.asarray(total_steps) > 0  # an array's value <= 0: the length is not known
+            progress = jnp.where(has_horizon, features.progress(state.count, jnp.maximum(total_steps, 1)), 0.0)
         feats, history, loss_history = features.trajectory_features(
             stats=stats,
             sizes=sizes,
@@ -474,6 +485,7 @@ def mapa(
             tau_max=tau_bound,
             horizon_aware=config.horizon_aware,
             progress=progress,
+            has_horizon=has_horizon,
         )
         lstm, raw = model.apply(meta_params, state.lstm, feats, *state.film, method="step")
         if relative:

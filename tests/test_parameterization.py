@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import flat as _flat
 
 import mapa_jax as mj
 from mapa_jax import features
@@ -102,6 +103,35 @@ def test_total_steps_jits_differentiates_reaches_progress_one_and_runs_past_the_
         flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grad)])
         assert np.isfinite(float(value)) and np.all(np.isfinite(flat)) and np.any(flat != 0)
     assert float(with_t[0]) != float(without[0])  # the horizon features reach the learner
+
+
+def test_total_steps_as_a_traced_array_is_the_integer_and_zero_is_not_known():
+    """Meta-training passes T as a traced int32 scalar: the same steps as the Python int, and 0 as None."""
+    cfg = mj.MetaLearnerConfig(direction="adam", horizon_aware=True, **REL)
+    meta = mj.init_meta_params(jax.random.key(4), cfg)
+    params, loss = _problem()
+
+    def final(meta, total_steps, steps=3):
+        tx = mj.mapa(meta, cfg, total_steps=total_steps)
+        p, s = params, tx.init(params)
+        for _ in range(steps):
+            value, g = jax.value_and_grad(loss)(p)
+            u, s = tx.update(g, s, p, value=value)
+            p = optax.apply_updates(p, u)
+        return p
+
+    traced = jax.jit(final)
+    for t in (2, 5):
+        np.testing.assert_allclose(_flat(traced(meta, jnp.int32(t))), _flat(final(meta, t)), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(_flat(traced(meta, jnp.int32(0))), _flat(final(meta, None)), rtol=1e-6, atol=1e-8)
+    assert not np.allclose(_flat(final(meta, 2)), _flat(final(meta, None)), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("bad", [jnp.float32(3.0), jnp.array([3, 4], jnp.int32)], ids=["float", "vector"])
+def test_total_steps_array_must_be_an_integer_scalar(bad):
+    cfg = mj.MetaLearnerConfig(horizon_aware=True, **REL)
+    with pytest.raises(ValueError, match="total_steps as an array must be an integer scalar"):
+        mj.mapa(mj.init_meta_params(jax.random.key(0), cfg), cfg, total_steps=bad)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True, "100"])

@@ -41,16 +41,20 @@ __all__ = ["MapaFactory", "compare", "select_best", "report", "QUICK", "LONG_HOR
 
 @dataclasses.dataclass(frozen=True)
 class MapaFactory:
-    """``(task, meta_params) -> mapa(meta_params, config, graph=task.graph())``, for :func:`run_seeds`.
+    """``(task, meta_params) -> mapa(meta_params, config, graph=task.graph(), total_steps=total_steps)``,
+    for :func:`run_seeds`.
 
     The meta-params are the traced ``hparams``: one compiled program per
-    (config, task, T) serves every meta-learner of that config.
+    (config, task, T) serves every meta-learner of that config. ``total_steps``
+    (the run's T, for a ``horizon_aware`` learner; :func:`compare` passes it)
+    defaults to None: the learner is not told the length.
     """
 
     config: MetaLearnerConfig
+    total_steps: Optional[int] = None
 
     def __call__(self, task: Task, meta_params: Any) -> optax.GradientTransformation:
-        return mapa(meta_params, self.config, graph=task.graph())
+        return mapa(meta_params, self.config, graph=task.graph(), total_steps=self.total_steps)
 
 
 def _grid_points(grid: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
@@ -138,7 +142,8 @@ def compare(
     Per task, every method trains from the same initializations (seeds offset
     by :data:`EVAL_SEED_OFFSET`) for ``steps`` steps on the same minibatches:
 
-    * ``"mapa"``: ``mapa(meta_params, config, graph=task.graph())``;
+    * ``"mapa"``: ``mapa(meta_params, config, graph=task.graph())`` (with
+      ``total_steps=steps`` for a ``config.horizon_aware`` learner);
     * ``"mapa_random_init"``: the same config at ``random_meta_params``
       (default ``init_meta_params(jax.random.key(0), config)``);
     * the registered baselines (:data:`BASELINES`; by default the grid-tuned
@@ -226,7 +231,8 @@ def compare(
             mapa_runs.append((MAPA_RANDOM_INIT, random_meta_params))
         for name, mp in mapa_runs:
             t0 = time.perf_counter()
-            runs = run_seeds(MapaFactory(config), task, seeds, steps, hparams=mp, sharpness_radii=sharpness_radii)
+            factory = MapaFactory(config, steps if config.horizon_aware else None)  # told T when it can use it
+            runs = run_seeds(factory, task, seeds, steps, hparams=mp, sharpness_radii=sharpness_radii)
             metric = metric or _metric_name(runs)
             methods[name] = {**_summary(runs, metric), "hparams": None,
                              "wall_s": round(time.perf_counter() - t0, 3)}

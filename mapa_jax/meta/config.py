@@ -82,6 +82,11 @@ class MetaTrainConfig:
         learner cannot key on the absolute scales of weights and gradients.
         0 (the default) turns it off; a run without it is the same as before
         the option existed (numerics and checkpoints).
+      unknown_horizon_fraction: with a ``meta_learner.horizon_aware`` learner,
+        the fraction of new trajectories whose length is not told to it
+        (``total_steps`` not given: they run to the curriculum's T); the
+        others draw their own T (:meth:`~mapa_jax.meta.state.MetaTrainer.sample_length`)
+        and are told it. Unused by a learner without horizon features.
     """
 
     meta_learner: MetaLearnerConfig = MetaLearnerConfig()
@@ -106,6 +111,7 @@ class MetaTrainConfig:
     checkpoint_every: int = 10
     estimator: str = "tbptt"
     augment_log_range: float = 0.0
+    unknown_horizon_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         """Raises ValueError naming the field for a value of the wrong type or out of range."""
@@ -129,6 +135,8 @@ class MetaTrainConfig:
             raise bad("replay_size", self.replay_size, f">= meta_batch ({self.meta_batch})")
         if not (_is_real(self.curriculum_fraction) and 0.0 <= self.curriculum_fraction <= 1.0):
             raise bad("curriculum_fraction", self.curriculum_fraction, "a number in [0, 1]")
+        if not (_is_real(self.unknown_horizon_fraction) and 0.0 <= self.unknown_horizon_fraction <= 1.0):
+            raise bad("unknown_horizon_fraction", self.unknown_horizon_fraction, "a number in [0, 1]")
         for name in ("meta_lr", "clip_norm"):
             v = getattr(self, name)
             if not (_is_real(v) and math.isfinite(v) and v > 0):
@@ -298,10 +306,20 @@ PRESETS["distance_held"] = dataclasses.replace(
                                      distance_factor_after_growth=True),
 )
 
+# distance_held with the horizon features (MetaLearnerConfig.horizon_aware):
+# each new trajectory draws its own T in {100, ..., 400} and is told it
+# (mapa(total_steps=T)), a quarter are not told (unknown_horizon_fraction), so
+# that the learned factor can follow the fraction of training done, a shape
+# that stretches to runs longer than meta-training's.
+PRESETS["distance_horizon"] = dataclasses.replace(
+    PRESETS["distance_held"],
+    meta_learner=dataclasses.replace(PRESETS["distance_held"].meta_learner, horizon_aware=True),
+)
+
 
 def preset(name: str, **overrides: Any) -> MetaTrainConfig:
     """A named configuration (``"smoke"``, ``"default"``, ``"distance"``, ``"distance_wide"``,
-    ``"distance_held"``), with field overrides.
+    ``"distance_held"``, ``"distance_horizon"``), with field overrides.
 
     Raises:
       ValueError: an unknown preset or override field, or a bad value (the

@@ -23,6 +23,11 @@ One meta-step, as the MAPA paper's Section V lists it:
 * curriculum: the pool of tasks grows from the smallest (by parameter count)
   to all, and ``T`` from ``min_inner_steps`` to ``inner_steps``, over the
   first ``curriculum_fraction`` of the run;
+* horizon awareness (``meta_learner.horizon_aware``): each new batch of
+  trajectories gets its own length ``T`` (:meth:`MetaTrainer.sample_length`),
+  which the learner is told (``mapa(total_steps=T)``, held in a
+  :class:`~mapa_jax.meta.unroll.HorizonState`), except for a fraction run
+  without it;
 * task augmentation (``augment_log_range > 0``): each new trajectory runs
   on its task in a parameterization rescaled per tensor by factors drawn from
   its own key (:func:`~mapa_jax.meta.unroll.init_augmented`), kept in its state;
@@ -45,7 +50,7 @@ from mapa_jax.mapa import init_meta_params, meta_params_shape
 from mapa_jax.meta import sharding
 from mapa_jax.meta.config import MetaTrainConfig
 from mapa_jax.meta.estimators import GradientEstimator, make_estimator
-from mapa_jax.meta.unroll import init_augmented
+from mapa_jax.meta.unroll import HorizonState, init_augmented
 from mapa_jax.tasks import family_from_spec, task_group
 
 __all__ = ["MetaTrainState", "MetaTrainer", "seed_keys", "curriculum"]
@@ -148,7 +153,8 @@ class MetaTrainer:
         """Shapes and dtypes of a state with that buffer and those baselines (to restore into)."""
         mp = meta_params_shape(self.cfg.meta_learner)
         key = jax.ShapeDtypeStruct((2,), np.uint32)
-        buffer = tuple(jax.eval_shape(self._init_batch(name), mp, key) for name in buffer_tasks)
+        t = jax.ShapeDtypeStruct((), np.int32)
+        buffer = tuple(jax.eval_shape(self._init_batch(name), mp, key, t) for name in buffer_tasks)
         return MetaTrainState(
             meta_params=mp,
             opt_state=jax.eval_shape(self.meta_opt.init, mp),
@@ -169,22 +175,46 @@ class MetaTrainer:
         """``(meta_params, key data) ->`` ``meta_batch`` fresh trajectories of task ``name``."""
         task = self.family.build(name)
         n, log_range = self.cfg.meta_batch, self.cfg.augment_log_range
+        horizon_aware = self.cfg.meta_learner.horizon_aware
 
         def one(mp: Any, k: Any) -> Any:
             if log_range:  # its own rescaled parameterization, from its own key
                 return init_augmented(lambda t, kt: self.estimator.init(mp, t, kt), task, k, log_range)
             return self.estimator.init(mp, task, k)
 
-        def init(mp: Any, key: Any) -> Any:
+        def init(mp: Any, key: Any, total_steps: Any = 0) -> Any:
             keys = jax.random.split(jax.random.wrap_key_data(key), n)
-            return jax.vmap(lambda k: one(mp, k))(keys)
+            batch = jax.vmap(lambda k: one(mp, k))(keys)
+            if horizon_aware:  # the trajectories' length T, told to the learner (0: not told)
+                batch = HorizonState(batch, jnp.full((n,), total_steps, jnp.int32))
+            return batch
 
         return init
 
-    def init_batch(self, name: str, meta_params: Any, key: Any) -> Any:
+    def init_batch(self, name: str, meta_params: Any, key: Any, total_steps: int = 0) -> Any:
         if name not in self._init_fns:
             self._init_fns[name] = jax.jit(self._init_batch(name))
-        return self._init_fns[name](meta_params, key)
+        return self._init_fns[name](meta_params, key, jnp.int32(total_steps))
+
+    def sample_length(self, key: Any, t_max: int) -> tuple[int, int]:
+        """(T, total_steps) of new trajectories at curriculum length ``t_max``.
+
+        Without ``horizon_aware``: ``(t_max, 0)``. With it, ``T`` is uniform over
+        the multiples of ``horizon`` in ``[min(min_inner_steps, t_max), t_max]``,
+        told to the learner (``total_steps = T``) except with probability
+        ``unknown_horizon_fraction``, where the trajectory runs to ``t_max``
+        and ``total_steps = 0`` (the learner must cope without the length).
+        Drawn from ``key`` alone, so the loop's stream is the same either way.
+        """
+        cfg = self.cfg
+        if not cfg.meta_learner.horizon_aware:
+            return t_max, 0
+        k_known, k_t = jax.random.split(key)
+        if float(jax.random.uniform(k_known)) < cfg.unknown_horizon_fraction:
+            return t_max, 0
+        lo = max(1, min(cfg.min_inner_steps, t_max) // cfg.horizon)
+        t = cfg.horizon * int(jax.random.randint(k_t, (), lo, t_max // cfg.horizon + 1))
+        return t, t
 
     def meta_step_fn(self, name: str) -> Callable:
         if name not in self._step_fns:
@@ -206,7 +236,8 @@ class MetaTrainer:
         capacity = cfg.replay_size // cfg.meta_batch
         if len(buffer) < capacity or float(jax.random.uniform(k_choice)) < 0.25:
             name = self.family.sample(k_task, limit=pool)
-            inner = self.init_batch(name, st.meta_params, jax.random.key_data(k_init))
+            _, total_steps = self.sample_length(jax.random.fold_in(k_init, 2), t_max)
+            inner = self.init_batch(name, st.meta_params, jax.random.key_data(k_init), total_steps)
             inner = jax.tree.map(np.asarray, inner)
         else:
             i = int(jax.random.randint(k_task, (), 0, len(buffer)))
@@ -221,7 +252,10 @@ class MetaTrainer:
         loss = float(loss)
         new_inner = sharding.to_host(new_inner)
         inner_loss = float(np.mean(sharding.to_host(metrics)["loss"]))
-        if int(new_inner.step[0]) < t_max:
+        # A trajectory told its length ends there; the others at the curriculum's T.
+        t_end = int(new_inner.total_steps[0]) if isinstance(new_inner, HorizonState) else 0
+        t_end = t_end or t_max
+        if int(new_inner.step[0]) < t_end:
             buffer.append(new_inner)
             buffer_tasks.append(name)
             if len(buffer) > capacity:  # oldest out
@@ -256,6 +290,7 @@ class MetaTrainer:
             "inner_loss": inner_loss if math.isfinite(inner_loss) else None,
             "inner_step": int(new_inner.step[0]),
             "T": t_max,
+            "trajectory_T": t_end,
             "pool": pool,
             "finite": finite,
         }

@@ -37,8 +37,8 @@ from mapa_jax.tasks.base import Task
 
 Array = jax.Array
 
-__all__ = ["AUGMENT_STREAM", "CHECKPOINT_POLICIES", "OBJECTIVES", "AugmentedState", "InnerState", "UnrollSpec",
-           "init_augmented", "init_inner_state", "truncated_unroll"]
+__all__ = ["AUGMENT_STREAM", "CHECKPOINT_POLICIES", "OBJECTIVES", "AugmentedState", "HorizonState", "InnerState",
+           "UnrollSpec", "init_augmented", "init_inner_state", "truncated_unroll"]
 
 # Names of jax.checkpoint policies (None: no rematerialization at all).
 CHECKPOINT_POLICIES = {
@@ -126,6 +126,31 @@ class AugmentedState(NamedTuple):
         return self.inner.step
 
 
+class HorizonState(NamedTuple):
+    """A trajectory of a horizon-aware learner with its own length ``T``.
+
+    Meta-training (:class:`~mapa_jax.meta.state.MetaTrainer`) draws ``T`` per
+    new trajectory when ``config.horizon_aware``; :func:`truncated_unroll` runs
+    MAPA with ``total_steps=total_steps`` (a traced scalar: one compiled
+    program for every ``T``), so that the progress feature is the fraction of
+    *this* trajectory done. A wrapper, as :class:`AugmentedState` is, so that
+    the states and checkpoints of runs without it are unchanged.
+
+    Attributes:
+      inner: the trajectory (an :class:`InnerState` or :class:`AugmentedState`).
+      total_steps: ``T``, an int32 scalar; 0: the length is not told to the
+        learner (both horizon features are 0), as ``mapa(total_steps=None)``.
+    """
+
+    inner: Any
+    total_steps: Array
+
+    @property
+    def step(self) -> Array:
+        """The inner steps the trajectory has taken."""
+        return self.inner.step
+
+
 def init_inner_state(meta_params: Any, config: MetaLearnerConfig, task: Task, key: Array) -> InnerState:
     """A fresh trajectory of ``task``: new parameters, optimizer state and scale."""
     k_init, k_batch, k_run = jax.random.split(key, 3)
@@ -177,9 +202,11 @@ def truncated_unroll(
     meta_params: Any,
     config: MetaLearnerConfig,
     task: Task,
-    state: InnerState | AugmentedState,
+    state: InnerState | AugmentedState | HorizonState,
     spec: UnrollSpec,
-) -> tuple[Array, tuple[InnerState | AugmentedState, dict[str, Array]]]:
+    *,
+    total_steps: Optional[Array] = None,
+) -> tuple[Array, tuple[InnerState | AugmentedState | HorizonState, dict[str, Array]]]:
     """Runs ``spec.horizon`` inner steps of MAPA on ``task`` from ``state``.
 
     Args:
@@ -189,8 +216,11 @@ def truncated_unroll(
       state: where the trajectory stands (its arrays are treated as constants);
         an :class:`AugmentedState` (:func:`init_augmented`) continues on
         ``rescale_task(task, state.scales)``: its steps and meta-loss
-        (validation objective included) use the rescaled loss and evaluate.
+        (validation objective included) use the rescaled loss and evaluate;
+        a :class:`HorizonState` runs MAPA with ``total_steps=state.total_steps``.
       spec: horizon, objective, checkpoint policy and order (:class:`UnrollSpec`).
+      total_steps: passed to :func:`~mapa_jax.mapa.mapa` (set from a
+        :class:`HorizonState`; None: the length is not known).
 
     Returns:
       ``(meta_loss, (new_state, metrics))``: the new state is stop-gradient'ed
@@ -199,13 +229,18 @@ def truncated_unroll(
     if not isinstance(spec, UnrollSpec):
         raise TypeError(f"truncated_unroll: spec must be an UnrollSpec, got {type(spec).__name__}.")
     horizon, objective, checkpoint, second_order = spec.horizon, spec.objective, spec.checkpoint, spec.second_order
+    if isinstance(state, HorizonState):  # the same unroll, told the trajectory's length
+        t = jax.lax.stop_gradient(state.total_steps)
+        meta_loss, (new, metrics) = truncated_unroll(meta_params, config, task, state.inner, spec, total_steps=t)
+        return meta_loss, (HorizonState(new, t), metrics)
     if isinstance(state, AugmentedState):  # the same unroll, on the trajectory's rescaled task
         scales = jax.lax.stop_gradient(state.scales)
-        meta_loss, (new, metrics) = truncated_unroll(meta_params, config, rescale_task(task, scales), state.inner, spec)
+        meta_loss, (new, metrics) = truncated_unroll(meta_params, config, rescale_task(task, scales), state.inner, spec,
+                                                     total_steps=total_steps)
         return meta_loss, (AugmentedState(new, scales), metrics)
     state = jax.lax.stop_gradient(state)
     graph = task.graph()
-    tx = mapa(meta_params, config, graph=graph)
+    tx = mapa(meta_params, config, graph=graph, total_steps=total_steps)
     # The architecture conditioning is recomputed from the current meta-params
     # (the carried state holds the one from when the trajectory started), so
     # that the GNN and FiLM receive meta-gradients on every truncation.
