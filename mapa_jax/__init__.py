@@ -8,6 +8,7 @@ Public API (see README.md)::
     meta = mj.init_meta_params(key, mj.MetaLearnerConfig())
     tx = mj.mapa(meta)                              # the learned proximal optimizer
     tx = mj.skip_nonfinite(optax.adamw(1e-3))       # skip steps with non-finite gradients
+    tx = mj.safeguarded(tx, smooth, step_size=1 / L, l1=lam)  # convergent on convex composite problems
 """
 
 from mapa_jax import prox
@@ -15,6 +16,7 @@ from mapa_jax.architecture import architecture_graph
 from mapa_jax.config import MetaLearnerConfig, learned_optimizer_config
 from mapa_jax.guard import SkipNonfiniteState, skip_nonfinite
 from mapa_jax.mapa import MapaState, init_meta_params, mapa, proximal_parameters
+from mapa_jax.safeguard import SafeguardedState, safeguarded
 from mapa_jax.transforms import (
     ProxAdamState,
     ProximalGradientState,
@@ -74,4 +76,6 @@ __all__ = [
     "ProxStepState",
     "skip_nonfinite",
     "SkipNonfiniteState",
+    "safeguarded",
+    "SafeguardedState",
 ]

@@ -519,8 +519,8 @@ def mapa(
         # 7. A non-finite step changes nothing but the counter.
         out = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), out)
 
-        def keep(new, old):
-            return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        def keep(new, old):  # in the state's dtypes (float32 statistics, also for float64 params)
+            return jax.tree.map(lambda a, b: jnp.where(finite, a, b).astype(b.dtype), new, old)
 
         new_state = MapaState(
             count=state.count + finite.astype(jnp.int32),
