@@ -25,6 +25,15 @@ suboptimality is evaluated in the loop at every iterate, see :func:`rel_subopt`)
   instance over a grid (the best run is reported; the tuning runs are not
   included in its time).
 
+Safeguarded MAPA (``mj.safeguarded``, the proposals of ``mj.mapa`` taken only
+when they shrink the proximal-gradient residual; KM steps of PGD with the exact
+``1 / L`` otherwise): ``--safeguard-draws K`` runs it from ``K`` random
+meta-param draws (draw ``j`` on instance ``j mod instances``; their scale
+blown up 5x, so the proposals are adversarial) and ``--meta-params DIR`` from
+a meta-training checkpoint on every instance. It is reported in its own
+table against FISTA's iterations on the same instance (the guarantee: it
+converges whatever the meta-params; the cost: rejected proposals).
+
 ``F*`` comes from float64 reference solves (:func:`reference_solution`): FISTA
 to a gradient-mapping norm of ``1e-12`` and scikit-learn's coordinate descent
 (``Lasso(alpha=lambda, fit_intercept=False)``, same objective) to a duality gap
@@ -41,7 +50,8 @@ float64 check then confirms every stop, at the cost of a few extra iterations.
 Usage::
 
     python benchmarks/lasso.py [--instances 5] [--m 250] [--n 500] [--density 0.1]
-                               [--max-iters 20000] [--seed 0] [--json]
+                               [--max-iters 20000] [--seed 0] [--safeguard-draws 20]
+                               [--meta-params DIR] [--json]
 
 Prints a markdown table and, on the last line of stdout, one JSON object
 (``--json`` prints only the JSON).
@@ -185,6 +195,45 @@ def optax_method(tx: optax.GradientTransformation) -> Method:
         updates, opt_state = tx.update(g, s.opt_state, s.x)
         x = optax.apply_updates(s.x, updates)
         return OptaxState(x, A @ x - b, s.matvecs + 2, opt_state)
+
+    return Method(init, step)
+
+
+class SafeguardedMethodState(NamedTuple):
+    x: Array
+    r: Array  # A x - b
+    matvecs: Array
+    opt_state: Any
+
+
+SAFEGUARD_CONFIG = mj.MetaLearnerConfig(direction="adam", lstm_hidden=16, gnn_hidden=8, gnn_rounds=2, window=4)
+
+
+def safeguarded_method(meta_params: Any, config: mj.MetaLearnerConfig, l1: Any, lipschitz: Any) -> Method:
+    """``mj.safeguarded(mj.mapa(meta_params, config), f, step_size=1 / L, l1=l1)`` as a LASSO solver.
+
+    ``matvecs`` counts four products with ``A`` or ``A^T`` per iteration (the
+    gradient at ``x``, and ``A y``, ``A^T (A y - b)`` at the proposal) and one
+    more when the proposal is rejected (``A x`` at the KM step's point): what
+    an implementation that reuses ``A y`` needs (this one recomputes it).
+    """
+
+    def make(A, b):
+        def smooth(x):
+            return 0.5 * jnp.mean(jnp.square(A @ x - b))
+
+        return mj.safeguarded(mj.mapa(meta_params, config), smooth, step_size=1.0 / lipschitz, l1=l1, mask=True)
+
+    def init(A, b, x0):
+        return SafeguardedMethodState(x0, A @ x0 - b, jnp.full([], 2, jnp.int32), make(A, b).init(x0))
+
+    def step(A, b, s):
+        g = A.T @ s.r / A.shape[0]
+        value = 0.5 * jnp.mean(jnp.square(s.r)) + l1 * jnp.sum(jnp.abs(s.x))
+        updates, opt_state = make(A, b).update(g, s.opt_state, s.x, value=value)
+        x = optax.apply_updates(s.x, updates)
+        rejected = (~opt_state.last_accepted).astype(jnp.int32)
+        return SafeguardedMethodState(x, A @ x - b, s.matvecs + 4 + rejected, opt_state)
 
     return Method(init, step)
 
@@ -466,6 +515,36 @@ def reference_solution(problem: LassoProblem) -> dict:
     }
 
 
+@functools.lru_cache(maxsize=None)
+def _safeguarded_runner(config: mj.MetaLearnerConfig, tol: float, max_iters: int):
+    """A jitted ``run(A, b, x0, opt, meta_params, l1, lipschitz) -> Trace`` (all traced: one compile)."""
+
+    @jax.jit
+    def run(A, b, x0, opt, meta_params, l1, lipschitz):
+        method = safeguarded_method(meta_params, config, l1, lipschitz)
+        return run_to_tolerance(method, A, b, l1, x0, opt, tol=tol, max_iters=max_iters)
+
+    return run
+
+
+def run_safeguarded(problem: LassoProblem, f_star: float, x_star: np.ndarray, meta_params: Any,
+                    config: mj.MetaLearnerConfig, *, tol: float, max_iters: int, dtype: Any,
+                    repeats: int = 1) -> dict:
+    """Safeguarded MAPA at ``meta_params`` on one instance: a :func:`_record` row plus acceptances."""
+    A, b = jnp.asarray(problem.A, dtype), jnp.asarray(problem.b, dtype)
+    x0 = jnp.zeros(problem.A.shape[1], dtype)
+    opt = make_optimum(problem, x_star, f_star, dtype)
+    run = _safeguarded_runner(config, loop_tolerance(tol, dtype), max_iters)
+    args = (A, b, x0, opt, meta_params, jnp.asarray(problem.l1, dtype), jnp.asarray(problem.lipschitz, dtype))
+    jax.block_until_ready(run(*args))  # compile + warm-up
+    trace, ms = _timed(run, args, repeats)
+    # Acceptances: the state is not in the Trace; one more run for them would double the time, so
+    # they are read from the matvec count (4 per accepted iteration, 5 per rejected one, 2 at init).
+    rejected = int(trace.matvecs) - 2 - 4 * int(trace.iters)
+    return _record(problem, f_star, trace, ms, tol, loop_tolerance(tol, dtype),
+                   accepted=int(trace.iters) - rejected)
+
+
 def _timed(run, args: tuple, repeats: int) -> tuple[Trace, float]:
     """Result of ``run(*args)`` and its median wall time in ms over ``repeats`` calls."""
     times = []
@@ -507,13 +586,15 @@ def _record(problem: LassoProblem, f_star: float, trace: Trace, ms: float, tol: 
 
 
 def run_instance(problem: LassoProblem, *, tol: float, max_iters: int, dtype: Any,
-                 adam_lrs: Sequence[float], repeats: int = 3) -> dict:
+                 adam_lrs: Sequence[float], repeats: int = 3,
+                 safeguard: Sequence[tuple[str, Any, mj.MetaLearnerConfig]] = ()) -> dict:
     """Reference solve, then each method: compile and warm up, then timed runs.
 
     ``prox_adam`` runs once per learning rate of ``adam_lrs`` (these runs also
     compile and warm it up); the best is then timed. Best: the fewest
     iterations among the runs that reached ``tol``, else the lowest
-    suboptimality attained.
+    suboptimality attained. ``safeguard``: ``(label, meta_params, config)``
+    learners run as :func:`run_safeguarded` (rows under ``"safeguarded"``).
     """
     ref = reference_solution(problem)
     f_star = ref["f_star"]
@@ -563,6 +644,10 @@ def run_instance(problem: LassoProblem, *, tol: float, max_iters: int, dtype: An
     results["prox_adam"] = _record(problem, f_star, trace, ms, tol, common["tol"], lr=chosen,
                                    lr_sweep=sweep)
 
+    guarded = {label: run_safeguarded(problem, f_star, ref["x_star"], meta, cfg, tol=tol, max_iters=max_iters,
+                                      dtype=dtype)
+               for label, meta, cfg in safeguard}
+
     return {
         "seed": problem.seed,
         "l1": l1,
@@ -571,6 +656,7 @@ def run_instance(problem: LassoProblem, *, tol: float, max_iters: int, dtype: An
         "nnz_star": int(np.count_nonzero(ref["x_star"])),
         "reference": {k: v for k, v in ref.items() if k not in ("x_star", "f_star")},
         "methods": results,
+        "safeguarded": guarded,
     }
 
 
@@ -603,28 +689,75 @@ def summarize(instances: Sequence[dict]) -> dict:
     return out
 
 
+def summarize_safeguarded(instances: Sequence[dict]) -> dict:
+    """Per learner kind (``random``, ``trained``): runs reached, iterations against FISTA's on the same instance."""
+    out = {}
+    for kind in ("random", "trained"):
+        rows = [(row, inst["methods"]["fista_bt"]) for inst in instances
+                for label, row in inst["safeguarded"].items() if label.split("_")[0] == kind]
+        if not rows:
+            continue
+        ratios = [r["iters"] / f["iters"] if r["reached"] and f["reached"] else None for r, f in rows]
+        out[kind] = {
+            "runs": len(rows),
+            "reached": sum(r["reached"] for r, _ in rows),
+            "median_iters": _median_or_none([r["iters"] for r, _ in rows]),
+            "max_iters": (max(r["iters"] for r, _ in rows) if all(r["reached"] for r, _ in rows) else None),
+            "median_iters_over_fista": _median_or_none(ratios),
+            "max_iters_over_fista": max(ratios) if all(v is not None for v in ratios) else None,
+            "median_time_ms": _median_or_none([r["time_ms"] for r, _ in rows]),
+            "median_accepted_fraction": float(np.median([r["accepted"] / max(r["iters_run"], 1) for r, _ in rows])),
+        }
+    return out
+
+
 def run_benchmark(*, instances: int = 5, m: int = 250, n: int = 500, density: float = 0.1,
                   noise: float = 0.01, l1_ratio: float = 0.1, max_iters: int = 20_000,
                   seed: int = 0, tol: float = DEFAULT_TOL, x64: bool = False,
-                  adam_lrs: Sequence[float] = DEFAULT_ADAM_LRS, repeats: int = 3) -> dict:
-    """Runs every method on ``instances`` problems (seeds ``seed, seed+1, ...``)."""
+                  adam_lrs: Sequence[float] = DEFAULT_ADAM_LRS, repeats: int = 3,
+                  safeguard_draws: int = 0, meta_params_dir: Optional[str] = None) -> dict:
+    """Runs every method on ``instances`` problems (seeds ``seed, seed+1, ...``).
+
+    ``safeguard_draws`` random meta-param draws of safeguarded MAPA (draw ``j``
+    on instance ``j mod instances``) and, with ``meta_params_dir``, the learner
+    of that checkpoint on every instance (:func:`run_safeguarded`).
+    """
     if instances < 1:
         raise ValueError(f"run_benchmark: instances must be >= 1, got {instances}.")
     if max_iters < 1:
         raise ValueError(f"run_benchmark: max_iters must be >= 1, got {max_iters}.")
     if repeats < 1:
         raise ValueError(f"run_benchmark: repeats must be >= 1, got {repeats}.")
+    if safeguard_draws < 0:
+        raise ValueError(f"run_benchmark: safeguard_draws must be >= 0, got {safeguard_draws}.")
+    trained = None
+    if meta_params_dir is not None:
+        from mapa_jax.meta.checkpoint import (
+            load_meta_params,  # reads arrays and JSON only
+        )
+
+        trained = load_meta_params(meta_params_dir)
     config = dict(instances=instances, m=m, n=n, density=density, noise=noise,
                   l1_ratio=l1_ratio, max_iters=max_iters, seed=seed, tol=tol,
                   dtype="float64" if x64 else "float32", adam_lrs=list(adam_lrs),
-                  repeats=repeats,
+                  repeats=repeats, safeguard_draws=safeguard_draws, meta_params_dir=meta_params_dir,
                   loop_tol=loop_tolerance(tol, jnp.float64 if x64 else jnp.float32))
+
+    def learners(i: int) -> list[tuple[str, Any, mj.MetaLearnerConfig]]:
+        out = []
+        for j in range(i, safeguard_draws, instances):  # random meta-params, their scale blown up 5x
+            meta = jax.tree.map(lambda w: 5.0 * w, mj.init_meta_params(jax.random.key(j), SAFEGUARD_CONFIG))
+            out.append((f"random_{j}", meta, SAFEGUARD_CONFIG))
+        if trained is not None:
+            out.append(("trained", *trained))
+        return out
 
     def go():
         dtype = jnp.float64 if x64 else jnp.float32
         return [
             run_instance(make_problem(seed + i, m, n, density, noise, l1_ratio), tol=tol,
-                         max_iters=max_iters, dtype=dtype, adam_lrs=adam_lrs, repeats=repeats)
+                         max_iters=max_iters, dtype=dtype, adam_lrs=adam_lrs, repeats=repeats,
+                         safeguard=learners(i))
             for i in range(instances)
         ]
 
@@ -643,6 +776,7 @@ def run_benchmark(*, instances: int = 5, m: int = 250, n: int = 500, density: fl
         "device": str(jax.devices()[0].device_kind),
         "jax_version": jax.__version__,
         "summary": summarize(per_instance),
+        "safeguarded_summary": summarize_safeguarded(per_instance),
         "instances": per_instance,
     }
 
@@ -669,6 +803,18 @@ def markdown_table(result: dict) -> str:
             f"| {label} | {s['reached']}/{s['instances']} | {iters} | {ms} | "
             f"{'n/a' if final is None else f'{final:.2e}'} | {mv} |"
         )
+    guarded = result.get("safeguarded_summary") or {}
+    if guarded:
+        lines += ["", "| safeguarded MAPA | reached | median iters | max iters | iters / FISTA's (median, max) "
+                  "| accepted proposals | median time ms |", "|---|---|---|---|---|---|---|"]
+        for kind, s in guarded.items():
+            def fmt(v, spec):
+                return "n/a" if v is None else format(v, spec)
+            label = f"{kind} meta-params" + (" (5x scale)" if kind == "random" else "")
+            lines.append(f"| {label} | {s['reached']}/{s['runs']} | {fmt(s['median_iters'], '.0f')} | "
+                         f"{fmt(s['max_iters'], 'd')} | {fmt(s['median_iters_over_fista'], '.2f')}, "
+                         f"{fmt(s['max_iters_over_fista'], '.2f')} | {s['median_accepted_fraction']:.0%} | "
+                         f"{fmt(s['median_time_ms'], '.1f')} |")
     return "\n".join(lines)
 
 
@@ -688,6 +834,10 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                    default=list(DEFAULT_ADAM_LRS), help="comma-separated prox_adam grid")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median)")
     p.add_argument("--x64", action="store_true", help="run the methods in float64")
+    p.add_argument("--safeguard-draws", type=int, default=0,
+                   help="random meta-param draws of safeguarded MAPA (0: none)")
+    p.add_argument("--meta-params", default=None, help="a meta-training checkpoint directory: its learner, "
+                   "safeguarded, on every instance")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     return p.parse_args(argv)
 
@@ -698,6 +848,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         instances=args.instances, m=args.m, n=args.n, density=args.density, noise=args.noise,
         l1_ratio=args.l1_ratio, max_iters=args.max_iters, seed=args.seed, tol=args.tol,
         x64=args.x64, adam_lrs=args.adam_lrs, repeats=args.repeats,
+        safeguard_draws=args.safeguard_draws, meta_params_dir=args.meta_params,
     )
     if not args.json:
         cfg = result["config"]

@@ -179,7 +179,7 @@ def safeguarded(
         whole problem: deterministic, convex, L-smooth). ``update``'s
         ``grads`` must be ``grad(smooth)(params)``, not gradients of ``F``.
       step_size: ``alpha`` of the proximal-gradient operator, in
-        ``(0, 1 / L]`` for the theorem.
+        ``(0, 1 / L]`` for the theorem (a traced scalar is accepted, unchecked).
       l1, l2: the elastic-net penalty ``h = l1 ||x||_1 + l2/2 ||x||^2`` on the
         masked tensors (as in :func:`~mapa_jax.proximal_gradient`).
       prox, penalty: instead, the user's ``prox(x, step)`` of ``step * h`` per
@@ -208,9 +208,14 @@ def safeguarded(
         raise TypeError(f"{where}: learned must be an optax GradientTransformation, got {type(learned).__name__}.")
     if not callable(smooth):
         raise TypeError(f"{where}: smooth must be a callable f(params) -> scalar, got {smooth!r}.")
-    ok = isinstance(step_size, (int, float, np.integer, np.floating)) and not isinstance(step_size, (bool, np.bool_))
-    if not (ok and math.isfinite(float(step_size)) and float(step_size) > 0):
-        raise ValueError(f"{where}: step_size must be a finite number > 0 (at most 1 / L), got {step_size!r}.")
+    if isinstance(step_size, jax.core.Tracer):  # e.g. 1 / L computed under jit: checked by the caller
+        if jnp.shape(step_size) != ():
+            raise ValueError(f"{where}: step_size must be a scalar, got shape {jnp.shape(step_size)}.")
+    else:
+        ok = isinstance(step_size, (int, float, np.integer, np.floating, jax.Array)) and not isinstance(
+            step_size, (bool, np.bool_)) and jnp.shape(step_size) == ()
+        if not (ok and math.isfinite(float(step_size)) and float(step_size) > 0):
+            raise ValueError(f"{where}: step_size must be a finite number > 0 (at most 1 / L), got {step_size!r}.")
     _check_fraction("delta", delta, lo_open=True, hi_open=True)
     _check_fraction("relaxation", relaxation, lo_open=True, hi_open=False)
     if (prox is None) != (penalty is None):
@@ -222,7 +227,7 @@ def safeguarded(
     if prox_fn is None:
         raise ValueError(f"{where}: the problem has no prox (l1 = l2 = 0 and no prox=): the safeguard needs the "
                          "nonsmooth part h; give l1, l2 or prox= and penalty=.")
-    alpha, a = float(step_size), float(relaxation)
+    alpha, a = step_size, float(relaxation)
 
     def masks(params: Any) -> list[bool]:
         if mask is True:

@@ -51,7 +51,7 @@ def _run_main(argv):
 
 # One test for the whole tiny run, so that pytest-xdist workers do not each repeat it.
 def test_main_json_reports_pgd_and_fista_reaching_tol_with_fista_in_fewer_iterations():
-    out, result = _run_main([*TINY, "--json"])
+    out, result = _run_main([*TINY, "--safeguard-draws", "2", "--json"])
     assert len(out.strip().splitlines()) == 1  # --json: the JSON line only
 
     # Structure.
@@ -90,11 +90,23 @@ def test_main_json_reports_pgd_and_fista_reaching_tol_with_fista_in_fewer_iterat
         assert fista["iters"] < pgd["iters"], inst["seed"]
     assert result["summary"]["fista_bt"]["median_iters"] < result["summary"]["pgd"]["median_iters"]
 
-    # The markdown table has a row per method.
+    # Safeguarded MAPA from random (5x scaled) meta-params: one draw per instance, and it converges
+    # (the guarantee), accepting some of the proposals and counting its products honestly.
+    for inst in result["instances"]:
+        (label, row), = inst["safeguarded"].items()
+        assert label.startswith("random_") and METHOD_KEYS | {"accepted"} <= set(row)
+        assert row["reached"] and row["final_rel_subopt"] <= cfg["tol"], (inst["seed"], row)
+        assert 0 <= row["accepted"] <= row["iters"]
+        assert row["matvecs"] == 2 + 5 * row["iters"] - row["accepted"]
+    guarded = result["safeguarded_summary"]["random"]
+    assert guarded["runs"] == guarded["reached"] == 2 and guarded["median_iters_over_fista"] > 0
+
+    # The markdown table has a row per method, then the safeguarded table.
     lines = lasso.markdown_table(result).splitlines()
     assert lines[0].startswith("| method | reached | median iters | median time ms |")
-    assert len(lines) == 2 + len(lasso.METHODS)
+    assert len(lines) == 2 + len(lasso.METHODS) + 4
     assert lines[2].startswith("| pgd | 2/2 |")
+    assert lines[-1].startswith("| random meta-params (5x scale) | 2/2 |")
 
 
 def _kkt_violation(problem, x):
