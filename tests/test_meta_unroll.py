@@ -151,3 +151,64 @@ def test_invalid_horizon_objective_policy_or_estimator_raise(setup):
         unroll.truncated_unroll(meta, CFG, task, state, 2)
     with pytest.raises(ValueError, match="unknown meta-gradient estimator 'pes'.*tbptt"):
         make_estimator("pes", CFG, UnrollSpec(2))
+
+
+# ------------------------------------------------- the regularized (SAM, GSAM, GAM) objectives
+
+
+def test_regularized_losses_of_a_quadratic_by_hand_in_float64():
+    with jax.enable_x64(True):
+        a = np.array([[3.0, 0.5], [0.5, 1.0]])
+        params = {"x": jnp.array([0.7, -1.2])}
+
+        def loss(p):
+            return 0.5 * p["x"] @ jnp.asarray(a) @ p["x"]
+
+        x = np.array([0.7, -1.2])
+        rho, w = 0.1, 0.3
+        g = a @ x
+        xe = x + rho * g / np.linalg.norm(g)
+        value, sam = 0.5 * x @ a @ x, 0.5 * xe @ a @ xe
+        expect = {"sam": sam, "gsam": sam + w * (sam - value), "gam": value + w * rho * np.linalg.norm(a @ xe)}
+        for objective, ref in expect.items():
+            got = float(unroll.regularized_loss(loss, params, objective, rho, w))
+            np.testing.assert_allclose(got, ref, rtol=1e-12, err_msg=objective)
+        assert expect["sam"] > value  # the perturbation goes uphill
+        with pytest.raises(ValueError, match="regularized_loss: objective must be one of"):
+            unroll.regularized_loss(loss, params, "final", rho, w)
+
+
+@pytest.mark.parametrize("objective", unroll.REGULARIZED_OBJECTIVES)
+def test_regularized_objectives_score_the_end_point_and_have_meta_gradients(objective):
+    from mapa_jax import tasks
+
+    task = tasks.get_task(tasks.TINY_TASK)  # deterministic: the score does not depend on the batch
+    meta = mj.init_meta_params(jax.random.key(0), CFG)
+    state = unroll.init_inner_state(meta, CFG, task, jax.random.key(1))
+    spec = UnrollSpec(horizon=3, objective=objective, checkpoint=None, rho=0.05, regularizer_weight=0.2)
+    (value, (new, _)), grads = jax.jit(jax.value_and_grad(
+        lambda m: unroll.truncated_unroll(m, CFG, task, state, spec), has_aux=True))(meta)
+    ref = unroll.regularized_loss(task.loss, new.params, objective, 0.05, 0.2) / state.loss0
+    np.testing.assert_allclose(float(value), float(ref), rtol=1e-5)
+    flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(grads)])
+    assert np.all(np.isfinite(flat)) and np.any(flat != 0)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(objective="sharp"), r"UnrollSpec: objective must be one of \('final', 'mean', 'validation', 'sam'"),
+    (dict(rho=0.0), r"UnrollSpec: rho must be a finite number > 0"),
+    (dict(regularizer_weight=-1.0), r"UnrollSpec: regularizer_weight must be a finite number >= 0"),
+])
+def test_bad_regularized_objective_settings_are_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        UnrollSpec(horizon=2, **kw)
+
+
+def test_meta_train_config_names_the_regularizer_fields():
+    from mapa_jax.meta.config import preset
+
+    assert preset("smoke", objective="gsam", sharpness_rho=0.1).unroll_spec.rho == 0.1
+    with pytest.raises(ValueError, match=r"MetaTrainConfig\.sharpness_rho must be a finite number > 0"):
+        preset("smoke", sharpness_rho=float("nan"))
+    with pytest.raises(ValueError, match=r"MetaTrainConfig\.regularizer_weight must be a finite number >= 0"):
+        preset("smoke", regularizer_weight="0.1")

@@ -69,7 +69,11 @@ class MetaTrainConfig:
         (Named ``normalize_by_family`` before; ``from_dict`` reads that name.)
       objective: ``"final"`` or ``"mean"`` minibatch loss of each truncation,
         or ``"validation"``: the validation-split loss at its end (see
-        :func:`~mapa_jax.meta.unroll.truncated_unroll`).
+        :func:`~mapa_jax.meta.unroll.truncated_unroll`); ``"sam"``,
+        ``"gsam"``, ``"gam"``: a sharpness-aware score of its end point
+        (:func:`~mapa_jax.meta.unroll.regularized_loss`).
+      sharpness_rho, regularizer_weight: the radius and weight of those
+        regularized objectives (unused by the others).
       checkpoint_policy: ``jax.checkpoint`` policy of the unroll, or None.
       second_order: differentiate through the inner gradients.
       estimator: the meta-gradient estimator
@@ -106,6 +110,8 @@ class MetaTrainConfig:
     baseline_decay: float = 0.9
     normalize_by_group: bool = True
     objective: str = "final"
+    sharpness_rho: float = 0.05
+    regularizer_weight: float = 0.1
     checkpoint_policy: Optional[str] = "nothing_saveable"
     second_order: bool = False
     checkpoint_every: int = 10
@@ -119,6 +125,10 @@ class MetaTrainConfig:
         def bad(field, value, expected):
             return ValueError(f"MetaTrainConfig.{field} must be {expected}, got {value!r}.")
 
+        for name, lo in (("sharpness_rho", 0.0), ("regularizer_weight", None)):
+            v = getattr(self, name)
+            if not (_is_real(v) and math.isfinite(v) and (v > 0 if lo is not None else v >= 0)):
+                raise bad(name, v, "a finite number > 0" if lo is not None else "a finite number >= 0")
         self.unroll_spec  # horizon, objective, checkpoint policy, order: validated there
         for name in ("meta_steps", "meta_batch", "inner_steps", "min_inner_steps",
                      "tasks_per_update", "replay_size", "checkpoint_every"):
@@ -191,7 +201,8 @@ class MetaTrainConfig:
     @property
     def unroll_spec(self) -> UnrollSpec:
         """The truncation settings as one validated value."""
-        return UnrollSpec(self.horizon, self.objective, self.checkpoint_policy, self.second_order)
+        return UnrollSpec(self.horizon, self.objective, self.checkpoint_policy, self.second_order,
+                          rho=self.sharpness_rho, regularizer_weight=self.regularizer_weight)
 
     @property
     def steps_per_update(self) -> int:

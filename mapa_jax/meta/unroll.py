@@ -37,8 +37,8 @@ from mapa_jax.tasks.base import Task
 
 Array = jax.Array
 
-__all__ = ["AUGMENT_STREAM", "CHECKPOINT_POLICIES", "OBJECTIVES", "AugmentedState", "HorizonState", "InnerState",
-           "UnrollSpec", "init_augmented", "init_inner_state", "truncated_unroll"]
+__all__ = ["AUGMENT_STREAM", "CHECKPOINT_POLICIES", "OBJECTIVES", "REGULARIZED_OBJECTIVES", "AugmentedState", "HorizonState", "InnerState",
+           "UnrollSpec", "init_augmented", "init_inner_state", "regularized_loss", "truncated_unroll"]
 
 # Names of jax.checkpoint policies (None: no rematerialization at all).
 CHECKPOINT_POLICIES = {
@@ -46,7 +46,10 @@ CHECKPOINT_POLICIES = {
     "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "everything_saveable": jax.checkpoint_policies.everything_saveable,
 }
-OBJECTIVES = ("final", "mean", "validation")
+OBJECTIVES = ("final", "mean", "validation", "sam", "gsam", "gam")
+#: The regularized objectives: the end point scored by a sharpness-aware loss
+#: (:func:`regularized_loss`).
+REGULARIZED_OBJECTIVES = ("sam", "gsam", "gam")
 #: What a trajectory's key is folded with for its augmentation scales: a stream
 #: of its own, so the trajectory's other draws are those of a run without it.
 AUGMENT_STREAM = 0x5CA1E
@@ -63,16 +66,23 @@ class UnrollSpec:
         ``"validation"``, the loss on the task's whole validation split after
         the last step (what the evaluation protocol selects baselines by, so
         that a meta-learner is not rewarded for overfitting the train split);
-        each divided by the trajectory's initial loss (normalized per task).
+        each divided by the trajectory's initial loss (normalized per task);
+        or a regularized score of the end point on the last minibatch,
+        ``"sam"``, ``"gsam"`` or ``"gam"`` (:func:`regularized_loss`).
       checkpoint: a :data:`CHECKPOINT_POLICIES` name, or None for a plain scan.
       second_order: if False (default) inner gradients are constants w.r.t.
         the meta-params.
+      rho: the neighbourhood radius of the regularized objectives (> 0).
+      regularizer_weight: the weight of GSAM's surrogate gap and of GAM's
+        gradient-norm term (>= 0).
     """
 
     horizon: int
     objective: str = "final"
     checkpoint: Optional[str] = "nothing_saveable"
     second_order: bool = False
+    rho: float = 0.05
+    regularizer_weight: float = 0.1
 
     def __post_init__(self) -> None:
         h = self.horizon
@@ -87,6 +97,46 @@ class UnrollSpec:
             )
         if not isinstance(self.second_order, bool):
             raise ValueError(f"UnrollSpec: second_order must be True or False, got {self.second_order!r}.")
+        for name, lo in (("rho", "> 0"), ("regularizer_weight", ">= 0")):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+            if not (ok and (v > 0 if lo == "> 0" else v >= 0)):
+                raise ValueError(f"UnrollSpec: {name} must be a finite number {lo}, got {v!r}.")
+
+
+def regularized_loss(loss_fn: Callable[[Any], Array], params: Any, objective: str, rho: float,
+                     weight: float) -> Array:
+    r"""A sharpness-aware score of ``params`` (the meta-objectives ``"sam"``, ``"gsam"``, ``"gam"``).
+
+    With ``g = grad L(theta)`` and the one-step worst-case perturbation
+    ``eps = rho g / ||g||`` (held constant: no meta-gradient through its
+    direction, as SAM's own update treats it):
+
+    * ``"sam"`` (Foret et al., ICLR 2021): ``L_SAM = L(theta + eps)``, the
+      first-order estimate of ``max_{||e|| <= rho} L(theta + e)``;
+    * ``"gsam"`` (Zhuang et al., ICLR 2022): ``L_SAM + weight * h`` with the
+      surrogate gap ``h = L_SAM - L(theta)``;
+    * ``"gam"`` (Zhang et al., CVPR 2023): ``L(theta) + weight * rho *
+      ||grad L(theta + eps)||``, the first-order flatness
+      ``rho max_{||e|| <= rho} ||grad L(theta + e)||`` at its one-step
+      estimate (its meta-gradient differentiates through a gradient).
+
+    The norms are over all parameters together (the pytree as one vector).
+    """
+    value, grads = jax.value_and_grad(loss_fn)(params)
+    g = jax.lax.stop_gradient(grads)
+    norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(g)))
+    scale = rho / jnp.maximum(norm, 1e-12)
+    perturbed = jax.tree.map(lambda p, x: p + scale * x, params, g)
+    if objective == "gam":
+        gp = jax.grad(loss_fn)(perturbed)
+        return value + weight * rho * jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(gp)) + 1e-30)
+    sam = loss_fn(perturbed)
+    if objective == "sam":
+        return sam
+    if objective == "gsam":
+        return sam + weight * (sam - value)
+    raise ValueError(f"regularized_loss: objective must be one of {REGULARIZED_OBJECTIVES}, got {objective!r}.")
 
 
 class InnerState(NamedTuple):
@@ -274,9 +324,14 @@ def truncated_unroll(
         losses = losses.reshape(-1)
     params, opt_state, key = carry
     key, k_eval = jax.random.split(key)
-    final = task.loss(params, task.sample(k_eval))
+    eval_batch = task.sample(k_eval)
+    final = task.loss(params, eval_batch)
     if objective == "final":
         meta_loss = final / state.loss0
+    elif objective in REGULARIZED_OBJECTIVES:
+        score = regularized_loss(lambda p: task.loss(p, eval_batch), params, objective, spec.rho,
+                                 spec.regularizer_weight)
+        meta_loss = score / state.loss0
     elif objective == "validation":
         meta_loss = task.evaluate(params, "validation")["loss"] / state.loss0
     else:
