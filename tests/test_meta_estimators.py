@@ -1,0 +1,113 @@
+"""Tests for the evolution-strategy meta-gradient estimators (ES, PES) against exact meta-gradients."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from conftest import flat as _flat
+
+import mapa_jax as mj
+from mapa_jax import tasks
+from mapa_jax.meta import unroll
+from mapa_jax.meta.config import preset
+from mapa_jax.meta.estimators import (
+    ESTIMATORS,
+    EvolutionStrategies,
+    PersistentEvolutionStrategies,
+    PESState,
+    make_estimator,
+)
+from mapa_jax.meta.state import MetaTrainer
+
+TINY_CFG = mj.MetaLearnerConfig(direction="adam", lstm_hidden=4, gnn_hidden=4, gnn_rounds=1, window=2)
+H, PAIRS, SIGMA = 2, 1000, 1e-3
+# Each check is a two-sided z-test of a mean over PAIRS independent estimates at |z| < 5: under the
+# normal approximation a correct estimator fails one with probability 5.7e-7 (four checks: < 3e-6).
+Z = 5.0
+
+
+def _z(samples, exact):
+    samples = np.asarray(samples, np.float64)
+    return (samples.mean() - exact) / (samples.std(ddof=1) / np.sqrt(len(samples)))
+
+
+def _projections(estimates, exact):
+    """z-scores of the estimates projected on the exact gradient's direction and on a random one."""
+    g = _flat(exact)
+    rand = np.random.default_rng(0).standard_normal(g.size)
+    out = []
+    for u in (g / np.linalg.norm(g), rand / np.linalg.norm(rand)):
+        proj = np.concatenate([np.asarray(x).reshape(PAIRS, -1) for x in jax.tree.leaves(estimates)], 1) @ u
+        out.append((_z(proj, float(g @ u)), proj.mean(), float(g @ u)))
+    return out
+
+
+def test_pes_is_unbiased_for_the_exact_meta_gradient_through_both_truncations_and_es_for_one():
+    with jax.enable_x64(True):
+        task = tasks.get_task(tasks.TINY_TASK)  # deterministic: the minibatch keys do not matter
+        meta = mj.init_meta_params(jax.random.key(0), TINY_CFG)
+        spec = unroll.UnrollSpec(horizon=H, objective="final", checkpoint=None)
+        exact_spec = dataclasses.replace(spec, second_order=True)  # through the inner gradients too
+        state0 = unroll.init_inner_state(meta, TINY_CFG, task, jax.random.key(1))
+
+        def exact(state, horizon):
+            s = dataclasses.replace(exact_spec, horizon=horizon)
+            return jax.grad(lambda m: unroll.truncated_unroll(m, TINY_CFG, task, state, s)[0])(meta)
+
+        # PES: the second truncation's estimate, for the loss after 2H steps of the meta-params.
+        pes = PersistentEvolutionStrategies(TINY_CFG, spec, sigma=SIGMA)
+        keys = jax.random.split(jax.random.key(2), (PAIRS, 2))
+
+        @jax.jit
+        def pes_second(keys):
+            def one(k):
+                st = pes.init(meta, task, jax.random.key(1))
+                first = pes.estimate(meta, st, task, k[0])
+                return pes.estimate(meta, first.inner, task, k[1]).meta_grad
+            return jax.vmap(one)(keys)
+
+        for z, got, want in _projections(pes_second(keys), exact(state0, 2 * H)):
+            assert abs(z) < Z, (z, got, want)
+
+        # ES: one truncation from a given state, against the exact gradient of that truncation.
+        es = EvolutionStrategies(TINY_CFG, spec, sigma=SIGMA)
+        es_grads = jax.jit(jax.vmap(lambda k: es.estimate(meta, state0, task, k).meta_grad))(keys[:, 0])
+        for z, got, want in _projections(es_grads, exact(state0, H)):
+            assert abs(z) < Z, (z, got, want)
+
+
+def test_pes_meta_training_resumes_bit_exactly_with_its_persistent_pairs(tmp_path):
+    from mapa_jax.meta import checkpoint as ckpt
+
+    assert {"tbptt", "es", "pes"} <= set(ESTIMATORS)
+    cfg = preset("smoke", tasks=tasks.TINY_TASK, estimator="pes", meta_steps=4, replay_size=2,
+                 checkpoint_every=1, checkpoint_policy=None)
+    d = str(tmp_path / "run")
+    a = mj.meta_train(cfg, checkpoint_dir=d, seed=0, progress=False, devices=1)
+    assert all(np.isfinite(r["meta_loss"]) for r in a.metrics) and max(r["inner_step"] for r in a.metrics) > cfg.horizon
+    trainer = MetaTrainer(cfg, devices=1)
+    st, _ = ckpt.restore_state(
+        d, lambda m: trainer.abstract_state(tuple(m["buffer_tasks"]), tuple(m["baselines"])), step=2)
+    assert st.buffer and all(isinstance(b, PESState) for b in st.buffer)
+    while st.step < cfg.meta_steps:
+        st, _ = trainer.meta_update(st)
+    np.testing.assert_array_equal(_flat(st.meta_params), _flat(a.meta_params))
+
+
+def test_bad_es_settings_and_states_are_clear_errors():
+    spec = unroll.UnrollSpec(horizon=2)
+    for cls in (EvolutionStrategies, PersistentEvolutionStrategies):
+        for bad in (0.0, -1.0, float("nan"), "0.1"):
+            with pytest.raises(ValueError, match=r"sigma must be a finite number > 0"):
+                cls(TINY_CFG, spec, sigma=bad)
+        with pytest.raises(TypeError, match="config must be a MetaLearnerConfig"):
+            cls("config", spec)
+    with pytest.raises(ValueError, match=r"unknown meta-gradient estimator 'pess'; known: \['es', 'pes', 'tbptt'\]"):
+        make_estimator("pess", TINY_CFG, spec)
+    task = tasks.get_task(tasks.TINY_TASK)
+    meta = mj.init_meta_params(jax.random.key(0), TINY_CFG)
+    plain = unroll.init_inner_state(meta, TINY_CFG, task, jax.random.key(1))
+    with pytest.raises(TypeError, match="the trajectory must be the PESState its init returned"):
+        PersistentEvolutionStrategies(TINY_CFG, spec).estimate(meta, plain, task, jax.random.key(2))
+
