@@ -13,6 +13,7 @@ from mapa_jax.meta import unroll
 from mapa_jax.meta.config import preset
 from mapa_jax.meta.estimators import (
     ESTIMATORS,
+    AdaptedBackprop,
     EvolutionStrategies,
     PersistentEvolutionStrategies,
     PESState,
@@ -111,3 +112,68 @@ def test_bad_es_settings_and_states_are_clear_errors():
     with pytest.raises(TypeError, match="the trajectory must be the PESState its init returned"):
         PersistentEvolutionStrategies(TINY_CFG, spec).estimate(meta, plain, task, jax.random.key(2))
 
+
+
+# ------------------------------------------------- M-L2O: the meta-gradient after adaptation
+
+
+def _tiny_truncation():
+    task = tasks.get_task(tasks.TINY_TASK)
+    meta = mj.init_meta_params(jax.random.key(0), TINY_CFG)
+    state = unroll.init_inner_state(meta, TINY_CFG, task, jax.random.key(1))
+    return task, meta, state, unroll.UnrollSpec(horizon=H, objective="final", checkpoint=None)
+
+
+def test_m_l2o_first_order_is_the_truncation_gradient_at_the_adapted_meta_params():
+    task, meta, state, spec = _tiny_truncation()
+    key = jax.random.key(5)
+    tbptt = make_estimator("tbptt", TINY_CFG, spec)
+    zero = make_estimator("m-l2o", TINY_CFG, spec, adapt_steps=0).estimate(meta, state, task, key)
+    ref = tbptt.estimate(meta, state, task, key)
+    np.testing.assert_allclose(_flat(zero.meta_grad), _flat(ref.meta_grad), rtol=1e-6, atol=1e-9)
+    # One first-order step: theta_1 = theta - lr g(theta), then the plain truncation gradient at theta_1.
+    lr = 0.5
+    one = make_estimator("m-l2o", TINY_CFG, spec, adapt_steps=1, adapt_lr=lr).estimate(meta, state, task, key)
+    theta1 = jax.tree.map(lambda p, g: p - lr * g, meta, ref.meta_grad)
+    at1 = tbptt.estimate(theta1, state, task, key)
+    np.testing.assert_allclose(float(one.meta_loss), float(at1.meta_loss), rtol=1e-5)
+    np.testing.assert_allclose(_flat(one.meta_grad), _flat(at1.meta_grad), rtol=1e-4, atol=1e-8)
+    assert float(one.meta_loss) < float(ref.meta_loss)  # the adaptation step helped this truncation
+    np.testing.assert_array_equal(np.asarray(one.inner.step), np.asarray(state.step) + H)
+
+
+def test_m_l2o_second_order_matches_finite_differences_in_float64():
+    with jax.enable_x64(True):
+        task, meta, state, spec = _tiny_truncation()
+        # Inner gradients differentiated too (second_order): every derivative is then exact, as the
+        # finite differences of the same function are.
+        spec = dataclasses.replace(spec, second_order=True)
+        est = AdaptedBackprop(TINY_CFG, spec, adapt_steps=1, adapt_lr=0.5, first_order=False)
+        out = jax.jit(lambda m: est.estimate(m, state, task, jax.random.key(0)))(meta)
+        direction = jax.tree.map(lambda x: jax.random.normal(jax.random.key(7), x.shape, x.dtype), meta)
+
+        def f(t):
+            mp = jax.tree.map(lambda p, d: p + t * d, meta, direction)
+            return float(jax.jit(lambda m: unroll.truncated_unroll(est.adapted(m, state, task), TINY_CFG, task,
+                                                                  state, spec)[0])(mp))
+
+        # The tiny task computes in float32 (its data and init are float32): a step of 1e-3 keeps the
+        # rounding error of the difference near 3e-5 of the derivative.
+        eps = 1e-3
+        fd = (f(eps) - f(-eps)) / (2 * eps)
+        np.testing.assert_allclose(float(_flat(out.meta_grad) @ _flat(direction)), fd, rtol=5e-3)
+        first = AdaptedBackprop(TINY_CFG, spec, adapt_steps=1, adapt_lr=0.5).estimate(meta, state, task,
+                                                                                       jax.random.key(0))
+        assert not np.allclose(_flat(first.meta_grad), _flat(out.meta_grad), rtol=1e-3)  # the second-order term
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(adapt_steps=-1), r"adapt_steps must be an integer >= 0"),
+    (dict(adapt_lr=0.0), r"adapt_lr must be a finite number > 0"),
+    (dict(first_order=1), r"first_order must be True or False"),
+])
+def test_bad_m_l2o_options_are_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        make_estimator("m-l2o", TINY_CFG, unroll.UnrollSpec(horizon=2), **kw)
+    with pytest.raises(ValueError, match=r"make_estimator: 'tbptt' has no options \['adapt_steps'\]"):
+        make_estimator("tbptt", TINY_CFG, unroll.UnrollSpec(horizon=2), adapt_steps=1)

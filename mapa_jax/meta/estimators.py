@@ -47,7 +47,7 @@ from mapa_jax.tasks.base import Task
 Array = jax.Array
 
 __all__ = ["Estimate", "GradientEstimator", "TruncatedBackprop", "EvolutionStrategies", "PersistentEvolutionStrategies",
-           "PESState", "ESTIMATORS", "make_estimator"]
+           "PESState", "AdaptedBackprop", "ESTIMATORS", "make_estimator"]
 
 
 class Estimate(NamedTuple):
@@ -260,13 +260,86 @@ class PersistentEvolutionStrategies:
         return Estimate(0.5 * (plus + minus), grad, rewrap(new), aux)
 
 
+# --------------------------------------------------------------------------
+# M-L2O: the meta-gradient after test-time adaptation (MAML-style).
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptedBackprop:
+    """M-L2O's meta-gradient (Yang et al., ICLR 2023, Algorithm 1): after adaptation on the task.
+
+    On each truncation the meta-params are first adapted to the task, as
+    :func:`mapa_jax.adapt` adapts them at test time: ``adapt_steps`` plain
+    gradient steps ``theta_{j+1} = theta_j - adapt_lr * grad L(theta_j)`` on
+    the truncation's meta-loss ``L`` from the trajectory's current state. The
+    truncation is then run with the adapted ``theta_K`` (which continues the
+    trajectory), and the meta-gradient is that of ``L(theta_K)`` with respect
+    to ``theta``: through the adaptation steps (second order, MAML), or with
+    ``first_order`` the gradient at ``theta_K`` (first-order MAML). The
+    learner is thereby trained to be good *after* adaptation, the property
+    that makes test-time adaptation pay on shifted tasks. With
+    ``adapt_steps = 0`` it is :class:`TruncatedBackprop`.
+    """
+
+    config: MetaLearnerConfig
+    spec: UnrollSpec
+    adapt_steps: int = 1
+    adapt_lr: float = 1e-3
+    first_order: bool = True
+
+    def __post_init__(self) -> None:
+        TruncatedBackprop(self.config, self.spec)  # the same type checks
+        k = self.adapt_steps
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise ValueError(f"AdaptedBackprop: adapt_steps must be an integer >= 0, got {k!r}.")
+        lr = self.adapt_lr
+        if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"AdaptedBackprop: adapt_lr must be a finite number > 0, got {lr!r}.")
+        if not isinstance(self.first_order, bool):
+            raise ValueError(f"AdaptedBackprop: first_order must be True or False, got {self.first_order!r}.")
+
+    def init(self, meta_params: Any, task: Task, key: Array) -> InnerState:
+        return init_inner_state(meta_params, self.config, task, key)
+
+    def adapted(self, meta_params: Any, inner: Any, task: Task) -> Any:
+        """``theta_K``: the meta-params after the adaptation steps on this truncation."""
+
+        def loss(mp: Any) -> Array:
+            return truncated_unroll(mp, self.config, task, inner, self.spec)[0]
+
+        mp = meta_params
+        for _ in range(self.adapt_steps):
+            g = jax.grad(loss)(mp)
+            if self.first_order:
+                g = jax.lax.stop_gradient(g)
+            mp = jax.tree.map(lambda p, d: p - self.adapt_lr * d, mp, g)
+        return mp
+
+    def estimate(self, meta_params: Any, inner: Any, task: Task, key: Array) -> Estimate:
+        del key
+
+        def outer(mp: Any) -> tuple[Array, Any]:
+            return truncated_unroll(self.adapted(mp, inner, task), self.config, task, inner, self.spec)
+
+        (loss, (new, aux)), grads = jax.value_and_grad(outer, has_aux=True)(meta_params)
+        return Estimate(loss, grads, new, aux)
+
+
 #: Estimators by the name a :class:`~mapa_jax.meta.train.MetaTrainConfig` gives.
 ESTIMATORS: dict[str, type] = {"tbptt": TruncatedBackprop, "es": EvolutionStrategies,
-                               "pes": PersistentEvolutionStrategies}
+                               "pes": PersistentEvolutionStrategies, "m-l2o": AdaptedBackprop}
 
 
-def make_estimator(name: str, config: MetaLearnerConfig, spec: UnrollSpec) -> GradientEstimator:
-    """The estimator named ``name`` (see :data:`ESTIMATORS`) for ``config`` and ``spec``."""
+def make_estimator(name: str, config: MetaLearnerConfig, spec: UnrollSpec, **options: Any) -> GradientEstimator:
+    """The estimator named ``name`` (see :data:`ESTIMATORS`) for ``config`` and ``spec``.
+
+    ``options`` are the estimator's own fields (``sigma`` of ES and PES;
+    ``adapt_steps``, ``adapt_lr``, ``first_order`` of M-L2O).
+    """
     if name not in ESTIMATORS:
         raise ValueError(f"unknown meta-gradient estimator {name!r}; known: {sorted(ESTIMATORS)}.")
-    return ESTIMATORS[name](config, spec)
+    cls = ESTIMATORS[name]
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(cls)} | ({"config", "spec"} & set(options)))
+    if unknown:
+        raise ValueError(f"make_estimator: {name!r} has no options {unknown}.")
+    return cls(config, spec, **options)
