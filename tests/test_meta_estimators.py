@@ -177,3 +177,16 @@ def test_bad_m_l2o_options_are_clear_errors(kw, match):
         make_estimator("m-l2o", TINY_CFG, unroll.UnrollSpec(horizon=2), **kw)
     with pytest.raises(ValueError, match=r"make_estimator: 'tbptt' has no options \['adapt_steps'\]"):
         make_estimator("tbptt", TINY_CFG, unroll.UnrollSpec(horizon=2), adapt_steps=1)
+
+
+def test_meta_train_config_passes_the_estimator_options():
+    cfg = preset("smoke", tasks=tasks.TINY_TASK, estimator="m-l2o", adapt_steps=2, adapt_lr=0.01)
+    est = MetaTrainer(cfg, devices=1).estimator
+    assert isinstance(est, AdaptedBackprop) and (est.adapt_steps, est.adapt_lr) == (2, 0.01)
+    pes = MetaTrainer(dataclasses.replace(cfg, estimator="pes", es_sigma=0.05), devices=1).estimator
+    assert isinstance(pes, PersistentEvolutionStrategies) and pes.sigma == 0.05
+    assert preset("smoke").estimator_options == {}
+    for field, bad, match in (("adapt_steps", -1, "an integer >= 0"), ("es_sigma", 0.0, "a finite number > 0"),
+                              ("adapt_lr", float("inf"), "a finite number > 0")):
+        with pytest.raises(ValueError, match=rf"MetaTrainConfig\.{field} must be {match}"):
+            preset("smoke", **{field: bad})

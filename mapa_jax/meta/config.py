@@ -78,6 +78,9 @@ class MetaTrainConfig:
       second_order: differentiate through the inner gradients.
       estimator: the meta-gradient estimator
         (:data:`~mapa_jax.meta.estimators.ESTIMATORS`; ``"tbptt"``).
+      es_sigma: the perturbation scale of ``"es"`` and ``"pes"``.
+      adapt_steps, adapt_lr: the adaptation of ``"m-l2o"`` (first-order;
+        :class:`~mapa_jax.meta.estimators.AdaptedBackprop`).
       checkpoint_every: meta-updates between checkpoints.
       augment_log_range: task augmentation (VeLO's, Metz et al. 2022): each
         trajectory optimizes its task reparameterized per tensor as
@@ -116,6 +119,9 @@ class MetaTrainConfig:
     second_order: bool = False
     checkpoint_every: int = 10
     estimator: str = "tbptt"
+    es_sigma: float = 0.01
+    adapt_steps: int = 1
+    adapt_lr: float = 1e-3
     augment_log_range: float = 0.0
     unknown_horizon_fraction: float = 0.25
 
@@ -125,11 +131,13 @@ class MetaTrainConfig:
         def bad(field, value, expected):
             return ValueError(f"MetaTrainConfig.{field} must be {expected}, got {value!r}.")
 
-        for name, lo in (("sharpness_rho", 0.0), ("regularizer_weight", None)):
+        for name, lo in (("sharpness_rho", 0.0), ("regularizer_weight", None), ("es_sigma", 0.0), ("adapt_lr", 0.0)):
             v = getattr(self, name)
             if not (_is_real(v) and math.isfinite(v) and (v > 0 if lo is not None else v >= 0)):
                 raise bad(name, v, "a finite number > 0" if lo is not None else "a finite number >= 0")
         self.unroll_spec  # horizon, objective, checkpoint policy, order: validated there
+        if not isinstance(self.adapt_steps, int) or isinstance(self.adapt_steps, bool) or self.adapt_steps < 0:
+            raise bad("adapt_steps", self.adapt_steps, "an integer >= 0")
         for name in ("meta_steps", "meta_batch", "inner_steps", "min_inner_steps",
                      "tasks_per_update", "replay_size", "checkpoint_every"):
             v = getattr(self, name)
@@ -197,6 +205,15 @@ class MetaTrainConfig:
         if unknown:
             raise ValueError(f"MetaTrainConfig: unknown fields {unknown}.")
         return cls(**d)
+
+    @property
+    def estimator_options(self) -> dict[str, Any]:
+        """The options of :attr:`estimator` (for :func:`~mapa_jax.meta.estimators.make_estimator`)."""
+        if self.estimator in ("es", "pes"):
+            return {"sigma": self.es_sigma}
+        if self.estimator == "m-l2o":
+            return {"adapt_steps": self.adapt_steps, "adapt_lr": self.adapt_lr}
+        return {}
 
     @property
     def unroll_spec(self) -> UnrollSpec:

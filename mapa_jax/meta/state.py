@@ -125,7 +125,8 @@ class MetaTrainer:
                 f"meta_batch ({cfg.meta_batch}) must be divisible by the number of devices ({n_dev})."
             )
         self.meta_opt = cfg.meta_optimizer()
-        self.estimator: GradientEstimator = make_estimator(cfg.estimator, cfg.meta_learner, cfg.unroll_spec)
+        self.estimator: GradientEstimator = make_estimator(cfg.estimator, cfg.meta_learner, cfg.unroll_spec,
+                                                           **cfg.estimator_options)
         self._step_fns: dict[str, Callable] = {}
         self._init_fns: dict[str, Callable] = {}
 
