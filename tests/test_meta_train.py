@@ -146,7 +146,7 @@ def test_unknown_preset_and_task_names_raise():
         (dict(meta_batch=0), "meta_batch must be an integer >= 1"),
         (dict(objective="best"), "objective must be one of"),
         (dict(normalize_by_group=1), "normalize_by_group must be True or False"),
-        (dict(estimator="pes"), "estimator must be one of"),
+        (dict(estimator="pess"), "estimator must be one of"),
         (dict(meta_lr_schedule="linear"), "meta_lr_schedule must be one of"),
         (dict(head_weight_decay=-1.0), "head_weight_decay must be a finite number >= 0"),
         (dict(head_weight_decay=float("nan")), "head_weight_decay must be a finite number >= 0"),
