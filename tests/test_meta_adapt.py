@@ -61,7 +61,7 @@ def test_adapt_skips_non_finite_meta_steps_and_says_so(setup):
     (dict(meta_lr=0.0), r"adapt: meta_lr must be a finite number > 0"),
     (dict(clip_norm=float("inf")), r"adapt: clip_norm must be a finite number > 0"),
     (dict(trajectory_steps=2), r"adapt: trajectory_steps must be an integer >= 20"),
-    (dict(objective="sam"), r"adapt: objective must be one of"),
+    (dict(objective="sharp"), r"adapt: objective must be one of"),
     (dict(estimator="nope"), r"unknown meta-gradient estimator 'nope'"),
 ])
 def test_adapt_names_a_bad_argument(setup, kw, match):
