@@ -104,7 +104,7 @@ def test_bad_es_settings_and_states_are_clear_errors():
                 cls(TINY_CFG, spec, sigma=bad)
         with pytest.raises(TypeError, match="config must be a MetaLearnerConfig"):
             cls("config", spec)
-    with pytest.raises(ValueError, match=r"unknown meta-gradient estimator 'pess'; known: \['es', 'pes', 'tbptt'\]"):
+    with pytest.raises(ValueError, match=r"unknown meta-gradient estimator 'pess'; known: \['es', 'm-l2o', 'pes', 'tbptt'\]"):
         make_estimator("pess", TINY_CFG, spec)
     task = tasks.get_task(tasks.TINY_TASK)
     meta = mj.init_meta_params(jax.random.key(0), TINY_CFG)

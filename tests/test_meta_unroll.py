@@ -149,8 +149,8 @@ def test_invalid_horizon_objective_policy_or_estimator_raise(setup):
         UnrollSpec(2, second_order=1)
     with pytest.raises(TypeError, match="spec must be an UnrollSpec"):
         unroll.truncated_unroll(meta, CFG, task, state, 2)
-    with pytest.raises(ValueError, match="unknown meta-gradient estimator 'pes'.*tbptt"):
-        make_estimator("pes", CFG, UnrollSpec(2))
+    with pytest.raises(ValueError, match="unknown meta-gradient estimator 'pess'.*tbptt"):
+        make_estimator("pess", CFG, UnrollSpec(2))
 
 
 # ------------------------------------------------- the regularized (SAM, GSAM, GAM) objectives
