@@ -81,6 +81,17 @@ def test_relative_steps_scale_with_the_parameterization():
     np.testing.assert_allclose(np.asarray(u2["w1"]) / c, np.asarray(u["w1"]), rtol=2e-3, atol=1e-9)
 
 
+def _train_horizon(meta, cfg, params, loss, total_steps, steps):
+    """``params`` after ``steps`` MAPA steps told ``total_steps`` (with the loss value each step)."""
+    tx = mj.mapa(meta, cfg, total_steps=total_steps)
+    p, s = params, tx.init(params)
+    for _ in range(steps):
+        value, g = jax.value_and_grad(loss)(p)
+        u, s = tx.update(g, s, p, value=value)
+        p = optax.apply_updates(p, u)
+    return p
+
+
 def test_total_steps_jits_differentiates_reaches_progress_one_and_runs_past_the_end():
     cfg = mj.MetaLearnerConfig(direction="adam", horizon_aware=True, **REL)
     meta = mj.init_meta_params(jax.random.key(3), cfg)
@@ -89,13 +100,7 @@ def test_total_steps_jits_differentiates_reaches_progress_one_and_runs_past_the_
     assert features.progress(3, 4) == 1.0 and features.progress(9, 4) == 1.0
 
     def final_loss(meta, total_steps, steps=6):
-        tx = mj.mapa(meta, cfg, total_steps=total_steps)
-        p, s = params, tx.init(params)
-        for _ in range(steps):
-            value, g = jax.value_and_grad(loss)(p)
-            u, s = tx.update(g, s, p, value=value)
-            p = optax.apply_updates(p, u)
-        return loss(p)
+        return loss(_train_horizon(meta, cfg, params, loss, total_steps, steps))
 
     with_t = jax.jit(jax.value_and_grad(lambda m: final_loss(m, 4)))(meta)  # 6 steps of a 4-step horizon
     without = jax.jit(jax.value_and_grad(lambda m: final_loss(m, None)))(meta)
@@ -112,13 +117,7 @@ def test_total_steps_as_a_traced_array_is_the_integer_and_zero_is_not_known():
     params, loss = _problem()
 
     def final(meta, total_steps, steps=3):
-        tx = mj.mapa(meta, cfg, total_steps=total_steps)
-        p, s = params, tx.init(params)
-        for _ in range(steps):
-            value, g = jax.value_and_grad(loss)(p)
-            u, s = tx.update(g, s, p, value=value)
-            p = optax.apply_updates(p, u)
-        return p
+        return _train_horizon(meta, cfg, params, loss, total_steps, steps)
 
     traced = jax.jit(final)
     for t in (2, 5):
